@@ -1,0 +1,132 @@
+"""FLOAT assembled: the four networks under the module names of the released checkpoint, and one
+method per inference stage.
+
+    image --encode_image--> identity latent, motion coefficients, feature pyramid
+    motion coefficients --motion_latent--> reference motion (motion basis)
+    waveform --audio_features--> (B, T, 512)        waveform --emotion--> (B, 7)
+    (noisy chunk, audio, reference, emotion, context) --vector_field--> velocity of the motion latents
+    identity latent + motion latents, feature pyramid --decode--> frames
+
+Sampling (chunking, ODE solvers, noise) builds on `vector_field`; it lives in its own module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from .audio import AudioEncoder, EmotionEncoder
+from .config import FloatConfig
+from .fmt import FlowMatchingTransformer, guided_vector_field
+from .motion_autoencoder import EncodedImage, MotionAutoEncoder
+
+
+class FloatModel(nn.Module):
+    def __init__(self, config: FloatConfig):
+        super().__init__()
+        self.config = config
+        self.motion_autoencoder = MotionAutoEncoder(config.motion_autoencoder)
+        self.audio_encoder = AudioEncoder(config.wav2vec2, config.fmt.audio_dim)
+        # Optional: 1.27 GB that only predicts emotion from speech; a chosen emotion does without it.
+        self.emotion_encoder = EmotionEncoder(config.emotion) if config.emotion is not None else None
+        self.fmt = FlowMatchingTransformer(config.fmt)
+
+    @property
+    def device(self) -> torch.device:
+        return self.fmt.pos_embed.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.fmt.pos_embed.dtype
+
+    def _cast(self, tensor: Tensor) -> Tensor:
+        return tensor.to(device=self.device, dtype=self.dtype)
+
+    @torch.no_grad()
+    def encode_image(self, image: Tensor) -> EncodedImage:
+        """Portrait (B, 3, 512, 512) in [-1, 1] -> identity latent (B, 512), motion coefficients (B, 20),
+        feature pyramid (7 maps, 8 px to 512 px)."""
+        size = self.config.motion_autoencoder.image_size
+        if image.dim() != 4 or image.shape[1] != 3 or image.shape[2:] != (size, size):
+            raise ValueError(f"expected an image batch of shape (B, 3, {size}, {size}) in [-1, 1], got {tuple(image.shape)}")
+        return self.motion_autoencoder.encode(self._cast(image))
+
+    def motion_basis(self) -> Tensor:
+        """The orthonormal motion directions as columns (512, 20)."""
+        return self.motion_autoencoder.dec.direction.basis()
+
+    @torch.no_grad()
+    def motion_latent(self, coefficients: Tensor) -> Tensor:
+        """Motion coefficients (B, 20) -> motion latent (B, 512) in the span of the basis."""
+        return self.motion_autoencoder.dec.direction(self._cast(coefficients))
+
+    @torch.no_grad()
+    def audio_features(self, waveform: Tensor, num_frames: int) -> Tensor:
+        """Normalised 16 kHz waveform (B, N) -> audio features (B, num_frames, 512) at 25 fps."""
+        if waveform.dim() != 2 or waveform.shape[-1] == 0:
+            raise ValueError(f"expected a mono waveform batch (B, N) with N > 0, got {tuple(waveform.shape)}")
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+        return self.audio_encoder(self._cast(waveform), num_frames, self.config.samples_per_frame)
+
+    @torch.no_grad()
+    def emotion(self, waveform: Tensor) -> Tensor:
+        """Normalised 16 kHz waveform (B, N) -> emotion probabilities (B, 7), in `config.emotion_labels` order."""
+        if self.emotion_encoder is None:
+            raise RuntimeError(
+                "this FLOAT model was loaded without the speech-emotion model, so it cannot predict emotion from "
+                "speech: choose an emotion instead, or load the model with the "
+                "'wav2vec-english-speech-emotion-recognition' folder beside it"
+            )
+        if waveform.dim() != 2 or waveform.shape[-1] < 400:
+            raise ValueError(f"expected a mono waveform batch (B, N) of at least 400 samples (25 ms), got {tuple(waveform.shape)}")
+        return self.emotion_encoder(self._cast(waveform))
+
+    def vector_field(
+        self,
+        t: Tensor | float,
+        x: Tensor,
+        audio: Tensor,
+        reference_motion: Tensor,
+        emotion: Tensor,
+        context_motion: Tensor,
+        context_audio: Tensor,
+        audio_scale: float = 2.0,
+        emotion_scale: float = 1.0,
+    ) -> Tensor:
+        """Guided velocity of the motion latents (B, 60, 512) at flow time t, context positions included.
+
+        x (B, 50, 512) noisy chunk; audio (B, 50, 512); reference_motion (B, 512); emotion (B, 7) or
+        (B, 60, 7); context_motion and context_audio (B, 10, 512). Gradients flow (training uses it).
+        """
+        t = torch.as_tensor(t, dtype=torch.float32, device=self.device)
+        tensors = [self._cast(v) for v in (x, audio, reference_motion, emotion, context_motion, context_audio)]
+        return guided_vector_field(self.fmt, t, *tensors, audio_scale=audio_scale, emotion_scale=emotion_scale)
+
+    @torch.no_grad()
+    def iter_decode(self, identity_latent: Tensor, features: list[Tensor], motion_latents: Tensor, batch_size: int = 1) -> Iterator[Tensor]:
+        """Yields raw frames (unclamped, about [-1, 1]) in batches of up to `batch_size`, in the order of
+        `decode`. The frames are independent given the source, so a batch is one decoder call. Batch size
+        1 reproduces the official frames exactly and was the fastest on a 2-core CPU; larger batches pay
+        off on GPUs and differ from it only by rounding."""
+        if motion_latents.dim() != 3 or identity_latent.shape[0] != motion_latents.shape[0]:
+            raise ValueError(
+                f"expected motion latents (B, n, 512) for B identity latents, got {tuple(motion_latents.shape)} "
+                f"for {tuple(identity_latent.shape)}"
+            )
+        batch, frames = motion_latents.shape[:2]
+        # The decoded latent is identity + motion (FLOAT_SPEC §1.4): the sampled motion is absolute.
+        latents = (self._cast(identity_latent)[:, None] + self._cast(motion_latents)).flatten(0, 1)
+        features = [self._cast(f) for f in features]
+        for start in range(0, batch * frames, batch_size):
+            index = torch.arange(start, min(start + batch_size, batch * frames), device=self.device)
+            source = index // frames
+            batch_features = features if batch == 1 else [f[source] for f in features]
+            yield self.motion_autoencoder.decode(latents[index], batch_features)
+
+    def decode(self, identity_latent: Tensor, features: list[Tensor], motion_latents: Tensor, batch_size: int = 1) -> Tensor:
+        """identity latent (B, 512), feature pyramid, motion latents (B, n, 512) -> frames (B*n, 3, 512, 512),
+        raw: frame b*n + i renders motion latent i of source b."""
+        return torch.cat(list(self.iter_decode(identity_latent, features, motion_latents, batch_size)))

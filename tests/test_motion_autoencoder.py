@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from float_model.motion_autoencoder import (
     EqualConv2d,
+    ToRGB,
     EqualLinear,
     FusedLeakyReLU,
     ModulatedConv2d,
@@ -105,6 +106,20 @@ def test_modulated_conv_equals_activation_modulation(kernel, demodulate, upsampl
     out = conv(x, style)
     assert out.shape == (3, 5, 16 if upsample else 8, 16 if upsample else 8)
     torch.testing.assert_close(out, activation_modulated_conv(conv, x, style), rtol=1e-10, atol=1e-10)
+
+
+def test_to_rgb_activates_before_the_bias_and_the_upsampled_skip():
+    rgb = ToRGB(2)
+    with torch.no_grad():
+        rgb.conv[0].weight.fill_(-1.0)  # conv output -sqrt(2) * ... < 0: the leaky branch
+        rgb.bias.fill_(0.25)
+    x = torch.ones(1, 2, 4, 4)
+    pre = -2 / math.sqrt(2)  # two input channels of 1, weight -1, scale 1/sqrt(2)
+    expected = torch.full((1, 3, 4, 4), 0.2 * pre * math.sqrt(2) + 0.25)
+    torch.testing.assert_close(rgb(x), expected)
+    skip = torch.ones(1, 3, 2, 2)
+    upsampled = upfirdn2d(skip, blur_kernel(skip.device, skip.dtype, 4.0), up=2, pad=(2, 1))
+    torch.testing.assert_close(rgb(x, skip), expected + upsampled)
 
 
 def test_identity_grid_uses_align_corners_true_coordinates():

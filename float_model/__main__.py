@@ -1,10 +1,11 @@
-"""Command line: `python -m float_model demo | convert`."""
+"""Command line: `python -m float_model generate | download | convert | demo`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import math
+import os
 import sys
 import tempfile
 import time
@@ -14,7 +15,9 @@ import torch
 
 from .audio import normalize_waveform
 from .checkpoint import CheckpointError, convert_checkpoint, load_float_model
-from .config import FloatConfig
+from .config import EMOTIONS, FloatConfig
+from .download import DownloadError, download_models, missing_model_files
+from .media import MediaError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -77,9 +80,87 @@ def demo(models: Path | None, device: str, dtype: torch.dtype, seconds: float) -
         print(f"  -> {tuple(images.shape)}, range [{images.min().item():.2f}, {images.max().item():.2f}] (raw)")
 
 
+def default_models_folder() -> Path:
+    return Path(os.environ.get("FLOAT_MODELS", "models/float"))
+
+
+def ensure_models(folder: Path, emotion: bool) -> None:
+    """Download what the folder lacks; a single-file FLOAT.safetensors needs nothing beside it."""
+    if (folder / "FLOAT.safetensors").is_file():
+        return
+    has_float = any((folder / name).is_file() for name in ("float.safetensors", "float.pth"))
+    missing = [path for path in missing_model_files(folder, emotion=emotion) if not (has_float and path == "float.pth")]
+    if not missing:
+        return
+    print(f"FLOAT model files missing in {folder}: downloading {', '.join(missing)}", file=sys.stderr)
+    folder.mkdir(parents=True, exist_ok=True)
+    download_models(folder, emotion=emotion)
+
+
+def _print_progress(stage: str, done: int, total: int) -> None:
+    print(f"\r{stage}: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+
+def generate(args: argparse.Namespace) -> None:
+    from .media import load_audio, load_image
+    from .pipeline import GenerationSettings, animate, prepare_image
+    from .video import write_video
+
+    chosen_emotion = args.emotion not in ("predict", "per-window")
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.synthetic_weights:
+            from .synthetic import write_official_layout
+
+            print("writing random weights in the released layout (the video will not show a face)", file=sys.stderr)
+            models = write_official_layout(Path(scratch), FloatConfig())
+        else:
+            models = args.models
+            ensure_models(models, emotion=not chosen_emotion)
+        # A chosen emotion needs no speech-emotion model: skip its 1.27 GB.
+        model = load_float_model(models, emotion_encoder=False if chosen_emotion else None, device=args.device, dtype=DTYPES[args.dtype])
+        image = prepare_image(load_image(args.image), model.config.motion_autoencoder.image_size)
+        audio, sample_rate = load_audio(args.audio)
+        settings = GenerationSettings(
+            nfe=args.nfe, solver=args.solver, audio_scale=args.a_cfg, emotion_scale=args.e_cfg, seed=args.seed,
+            emotion=args.emotion, fps=args.fps, official=args.official, decode_batch_size=args.decode_batch,
+        )  # fmt: skip
+        start = time.perf_counter()
+        frames, count = animate(model, image, audio, sample_rate, settings, progress=_print_progress)
+        write_video(args.out, frames, args.fps, audio=audio, sample_rate=sample_rate)
+        print(f"wrote {args.out}: {count} frames at {args.fps:g} fps in {time.perf_counter() - start:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m float_model", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser("generate", help="animate a portrait with speech into an mp4")
+    gen.add_argument("--image", type=Path, required=True, help="portrait photo (any format Pillow reads)")
+    gen.add_argument("--audio", type=Path, required=True, help="speech (any format FFmpeg reads, any rate and channels)")
+    gen.add_argument("--out", type=Path, required=True, help="output .mp4")
+    gen.add_argument("--models", type=Path, default=default_models_folder(), help="model folder (default: $FLOAT_MODELS or models/float); missing files are downloaded")
+    gen.add_argument("--synthetic-weights", action="store_true", help="random weights instead of the released ones: try the pipeline without downloading")
+    gen.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
+    gen.add_argument("--nfe", type=int, default=10, help="vector-field evaluations per 2 s chunk (official mode: time-grid points)")
+    gen.add_argument("--solver", choices=["euler", "midpoint", "rk4"], default="euler")
+    gen.add_argument("--emotion", default="predict", choices=["predict", "per-window", *EMOTIONS], help="predicted from speech (for the clip or every 2 s), or chosen")
+    gen.add_argument("--a-cfg", type=float, default=2.0, help="audio guidance scale")
+    gen.add_argument("--e-cfg", type=float, default=1.0, help="emotion guidance scale")
+    gen.add_argument("--fps", type=float, default=25.0, help="output frame rate; motion is sampled at 25 fps and resampled")
+    gen.add_argument("--decode-batch", type=int, default=1, help="frames decoded per call (larger pays off on GPUs)")
+    gen.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    gen.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    gen.add_argument("--official", action="store_true", help="reproduce the official sampler exactly (time grid, per-chunk seed, one-pass audio)")
+
+    down = commands.add_parser("download", help="download the released FLOAT files")
+    down.add_argument("--models", type=Path, default=default_models_folder(), help="destination folder (default: $FLOAT_MODELS or models/float)")
+    down.add_argument("--variant", choices=["float.pth", "FLOAT.safetensors"], default="float.pth")
+    down.add_argument("--no-emotion", action="store_true", help="skip the 1.27 GB speech-emotion model (emotion must then be chosen)")
+
+    convert = commands.add_parser("convert", help="float.pth (or any accepted checkpoint) -> safetensors with its configuration")
+    convert.add_argument("source", type=Path)
+    convert.add_argument("destination", type=Path)
+    convert.add_argument("--include-hf-folders", action="store_true", help="fold the wav2vec2 and emotion folders in: one self-contained file")
 
     run = commands.add_parser("demo", help="run every stage once and print shapes and times")
     run.add_argument("--models", type=Path, help="a FLOAT model folder or file (default: synthesise random weights)")
@@ -87,22 +168,25 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     run.add_argument("--seconds", type=float, default=2.58, help="length of the random test audio")
 
-    convert = commands.add_parser("convert", help="float.pth (or any accepted checkpoint) -> safetensors with its configuration")
-    convert.add_argument("source", type=Path)
-    convert.add_argument("destination", type=Path)
-    convert.add_argument("--include-hf-folders", action="store_true", help="fold the wav2vec2 and emotion folders in: one self-contained file")
-
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "demo":
+        if args.command == "generate":
+            generate(args)
+        elif args.command == "download":
+            download_models(args.models, variant=args.variant, emotion=not args.no_emotion)
+            print(f"FLOAT models ready in {args.models}")
+        elif args.command == "demo":
             demo(args.models, args.device, DTYPES[args.dtype], args.seconds)
         else:
             config = convert_checkpoint(args.source, args.destination, args.include_hf_folders)
             print(f"wrote {args.destination} (image {config.motion_autoencoder.image_size} px, FMT depth {config.fmt.depth})")
-    except CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (CheckpointError, DownloadError, MediaError, ValueError) as error:
+        print(f"\nerror: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ncancelled", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -41,7 +41,8 @@ class FloatModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.fmt.pos_embed.dtype
 
-    def _cast(self, tensor: Tensor) -> Tensor:
+    def cast(self, tensor: Tensor) -> Tensor:
+        """An input moved to the model's device and floating dtype."""
         return tensor.to(device=self.device, dtype=self.dtype)
 
     @torch.no_grad()
@@ -51,7 +52,7 @@ class FloatModel(nn.Module):
         size = self.config.motion_autoencoder.image_size
         if image.dim() != 4 or image.shape[1] != 3 or image.shape[2:] != (size, size):
             raise ValueError(f"expected an image batch of shape (B, 3, {size}, {size}) in [-1, 1], got {tuple(image.shape)}")
-        return self.motion_autoencoder.encode(self._cast(image))
+        return self.motion_autoencoder.encode(self.cast(image))
 
     def motion_basis(self) -> Tensor:
         """The orthonormal motion directions as columns (512, 20)."""
@@ -60,7 +61,7 @@ class FloatModel(nn.Module):
     @torch.no_grad()
     def motion_latent(self, coefficients: Tensor) -> Tensor:
         """Motion coefficients (B, 20) -> motion latent (B, 512) in the span of the basis."""
-        return self.motion_autoencoder.dec.direction(self._cast(coefficients))
+        return self.motion_autoencoder.dec.direction(self.cast(coefficients))
 
     @torch.no_grad()
     def audio_features(self, waveform: Tensor, num_frames: int) -> Tensor:
@@ -69,7 +70,7 @@ class FloatModel(nn.Module):
             raise ValueError(f"expected a mono waveform batch (B, N) with N > 0, got {tuple(waveform.shape)}")
         if num_frames < 1:
             raise ValueError(f"num_frames must be at least 1, got {num_frames}")
-        return self.audio_encoder(self._cast(waveform), num_frames, self.config.samples_per_frame)
+        return self.audio_encoder(self.cast(waveform), num_frames, self.config.samples_per_frame)
 
     @torch.no_grad()
     def emotion(self, waveform: Tensor) -> Tensor:
@@ -82,7 +83,7 @@ class FloatModel(nn.Module):
             )
         if waveform.dim() != 2 or waveform.shape[-1] < 400:
             raise ValueError(f"expected a mono waveform batch (B, N) of at least 400 samples (25 ms), got {tuple(waveform.shape)}")
-        return self.emotion_encoder(self._cast(waveform))
+        return self.emotion_encoder(self.cast(waveform))
 
     def vector_field(
         self,
@@ -102,7 +103,7 @@ class FloatModel(nn.Module):
         (B, 60, 7); context_motion and context_audio (B, 10, 512). Gradients flow (training uses it).
         """
         t = torch.as_tensor(t, dtype=torch.float32, device=self.device)
-        tensors = [self._cast(v) for v in (x, audio, reference_motion, emotion, context_motion, context_audio)]
+        tensors = [self.cast(v) for v in (x, audio, reference_motion, emotion, context_motion, context_audio)]
         return guided_vector_field(self.fmt, t, *tensors, audio_scale=audio_scale, emotion_scale=emotion_scale)
 
     @torch.no_grad()
@@ -118,8 +119,8 @@ class FloatModel(nn.Module):
             )
         batch, frames = motion_latents.shape[:2]
         # The decoded latent is identity + motion (FLOAT_SPEC §1.4): the sampled motion is absolute.
-        latents = (self._cast(identity_latent)[:, None] + self._cast(motion_latents)).flatten(0, 1)
-        features = [self._cast(f) for f in features]
+        latents = (self.cast(identity_latent)[:, None] + self.cast(motion_latents)).flatten(0, 1)
+        features = [self.cast(f) for f in features]
         for start in range(0, batch * frames, batch_size):
             index = torch.arange(start, min(start + batch_size, batch * frames), device=self.device)
             source = index // frames

@@ -120,3 +120,16 @@ def test_decode(model, reference, batch_size):
     frames = model.decode(reference["encode.s_r"][:1], encoded_features, motion[None], batch_size=batch_size)
     assert frames.shape == reference["decode.frames"].shape
     assert psnr(frames, reference["decode.frames"]) >= 55
+
+
+@pytest.mark.parametrize("emotion_source", ["s2e", "happy"])
+@pytest.mark.parametrize("noise_source", ["explicit", "seed"])
+def test_official_sampler(model, reference, emotion_source, noise_source):
+    """A 65-frame, two-chunk clip, with predicted and with chosen emotion (FLOAT_SPEC §7)."""
+    from float_model.sampling import sample_motion
+    from float_model.speech import emotion_from_label
+
+    emotion = reference["emotion.probs"] if emotion_source == "s2e" else emotion_from_label("happy")
+    noise = {"noise": [reference["sample.noise"]] * 2} if noise_source == "explicit" else {"seed": 15}
+    motion = sample_motion(model, reference["audio.wa"], reference["basis.r_s"][:1], emotion, official=True, **noise)
+    assert max_diff(motion, reference[f"sample.{emotion_source}.r_d"]) <= TOLERANCE

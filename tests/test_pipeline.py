@@ -1,0 +1,85 @@
+"""Portrait + speech -> frames through the composed stages."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from float_model.pipeline import GenerationSettings, animate, prepare_image
+from float_model.sampling import sample_motion
+from float_model.speech import encode_audio, prepare_audio, predict_emotion
+
+
+def test_prepare_image_takes_the_centred_square():
+    image = np.zeros((60, 100, 3), dtype=np.uint8)
+    image[:, 20:80] = 255  # the centred 60 x 60 square is white, the margins black
+    tensor = prepare_image(image, size=32)
+    assert tensor.shape == (1, 3, 32, 32)
+    torch.testing.assert_close(tensor, torch.ones_like(tensor))
+    with pytest.raises(ValueError, match="RGB uint8"):
+        prepare_image(np.zeros((10, 10), dtype=np.uint8))
+
+
+def run(model, settings, seconds=2.2, images=1, clips=1, rate=22050):
+    torch.manual_seed(0)
+    image = torch.rand(images, 3, 32, 32) * 2 - 1
+    audio = torch.randn(clips, 2, int(seconds * rate)) * 0.1
+    frames, count = animate(model, image, audio, rate, settings)
+    return image, audio, torch.cat(list(frames)), count
+
+
+@pytest.mark.parametrize("fps", [25, 30])
+def test_frame_count_follows_the_audio_at_any_frame_rate(small_model, fps):
+    _, _, frames, count = run(small_model, GenerationSettings(nfe=2, seed=0, fps=fps))
+    assert count == math.ceil(round(2.2 * fps, 9)) and frames.shape == (count, 3, 32, 32)
+
+
+def test_streamed_frames_equal_the_stages_called_one_by_one(small_model):
+    settings = GenerationSettings(nfe=2, seed=3)
+    image, audio, frames, _ = run(small_model, settings)
+    encoded = small_model.encode_image(image)
+    waveform, count = prepare_audio(audio, 22050)
+    features = encode_audio(small_model, waveform, count)
+    emotion = predict_emotion(small_model, waveform)
+    motion = sample_motion(small_model, features, small_model.motion_latent(encoded.motion_coefficients), emotion, nfe=2, seed=3)
+    torch.testing.assert_close(frames, small_model.decode(encoded.identity_latent, encoded.features, motion))
+
+
+@pytest.mark.parametrize("emotion", ["predict", "per-window", "happy"])
+def test_emotion_modes(small_model, emotion):
+    _, _, frames, count = run(small_model, GenerationSettings(nfe=2, seed=0, emotion=emotion))
+    assert frames.shape[0] == count and torch.isfinite(frames).all()
+
+
+def test_one_image_many_clips(small_model):
+    _, _, frames, count = run(small_model, GenerationSettings(nfe=2, seed=0), clips=2)
+    assert frames.shape[0] == 2 * count
+
+
+def test_mismatched_batches_and_labels_are_explained(small_model):
+    with pytest.raises(ValueError, match="2 images and 3 audio clips"):
+        run(small_model, GenerationSettings(nfe=2), images=2, clips=3)
+    with pytest.raises(ValueError, match="unknown emotion"):
+        run(small_model, GenerationSettings(nfe=2, emotion="grumpy"))
+
+
+def test_progress_reports_sampling_then_decoding(small_model):
+    seen = []
+    image = torch.rand(1, 3, 32, 32) * 2 - 1
+    frames, count = animate(small_model, image, torch.randn(16000), 16000, GenerationSettings(nfe=2, seed=0), progress=lambda *p: seen.append(p))
+    list(frames)
+    stages = [stage for stage, _, _ in seen]
+    assert stages.index("decoding") > stages.index("sampling")
+    assert seen[-1] == ("decoding", count, count)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_runs_every_network(small_model_dir, dtype):
+    from float_model import load_float_model
+
+    model = load_float_model(small_model_dir, dtype=dtype)
+    assert {p.dtype for p in model.parameters()} == {dtype}
+    frames, count = animate(model, torch.rand(1, 3, 32, 32) * 2 - 1, torch.randn(16000) * 0.1, 16000, GenerationSettings(nfe=2, seed=0))
+    frames = torch.cat(list(frames))
+    assert frames.dtype == dtype and frames.shape[0] == count and torch.isfinite(frames).all()

@@ -11,11 +11,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .audio import normalize_waveform
 from .checkpoint import CheckpointError, convert_checkpoint, load_float_model
 from .config import EMOTIONS, FloatConfig
+from .crop_box import CropBox
 from .download import DownloadError, download_models, missing_model_files
 from .media import MediaError
 
@@ -101,9 +103,27 @@ def _print_progress(stage: str, done: int, total: int) -> None:
     print(f"\r{stage}: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
 
+def portrait_and_box(picture: np.ndarray, args: argparse.Namespace, size: int) -> tuple[np.ndarray, CropBox]:
+    """The crop the model animates, and where it sits in the picture."""
+    from .face import S3FDDetector, YuNetDetector, centre_box, crop_portrait, cut_crop
+
+    if args.crop == "centre":
+        box = centre_box(picture.shape[1], picture.shape[0])
+        return cut_crop(picture, box, size), box
+    if args.detector == "s3fd":
+        if args.s3fd_weights is None:
+            raise ValueError("--detector s3fd needs --s3fd-weights PATH (face-alignment's s3fd-619a316812.pth)")
+        detector = S3FDDetector(args.s3fd_weights, device=args.device)
+    else:
+        detector = YuNetDetector()
+    if_no_face = "centre" if args.crop == "face-or-centre" else "error"
+    return crop_portrait(picture, size, detector=detector, which=args.face, index=args.face_index, if_no_face=if_no_face)
+
+
 def generate(args: argparse.Namespace) -> None:
     from .media import load_audio, load_image
-    from .pipeline import GenerationSettings, animate, prepare_image
+    from .paste import paste_back
+    from .pipeline import GenerationSettings, animate, frames_to_images, image_to_model
     from .video import write_video
 
     chosen_emotion = args.emotion not in ("predict", "per-window")
@@ -118,14 +138,24 @@ def generate(args: argparse.Namespace) -> None:
             ensure_models(models, emotion=not chosen_emotion)
         # A chosen emotion needs no speech-emotion model: skip its 1.27 GB.
         model = load_float_model(models, emotion_encoder=False if chosen_emotion else None, device=args.device, dtype=DTYPES[args.dtype])
-        image = prepare_image(load_image(args.image), model.config.motion_autoencoder.image_size)
+        picture = load_image(args.image)
+        crop, box = portrait_and_box(picture, args, model.config.motion_autoencoder.image_size)
         audio, sample_rate = load_audio(args.audio)
         settings = GenerationSettings(
             nfe=args.nfe, solver=args.solver, audio_scale=args.a_cfg, emotion_scale=args.e_cfg, seed=args.seed,
             emotion=args.emotion, fps=args.fps, official=args.official, decode_batch_size=args.decode_batch,
         )  # fmt: skip
         start = time.perf_counter()
-        frames, count = animate(model, image, audio, sample_rate, settings, progress=_print_progress)
+        frames, count = animate(model, image_to_model(crop), audio, sample_rate, settings, progress=_print_progress)
+        if args.paste_back:
+            original = torch.from_numpy(picture)[None].float() / 255
+            # H.264 (yuv420p) needs even sides: an odd last row or column of the photo is dropped.
+            even_h, even_w = picture.shape[0] // 2 * 2, picture.shape[1] // 2 * 2
+            frames = (
+                paste_back(frames_to_images(batch), original, box, feather=args.feather, color_match=not args.no_color_match)[0][:, :even_h, :even_w]
+                .mul(255).to(torch.uint8)
+                for batch in frames
+            )
         write_video(args.out, frames, args.fps, audio=audio, sample_rate=sample_rate)
         print(f"wrote {args.out}: {count} frames at {args.fps:g} fps in {time.perf_counter() - start:.1f} s")
 
@@ -140,6 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--out", type=Path, required=True, help="output .mp4")
     gen.add_argument("--models", type=Path, default=default_models_folder(), help="model folder (default: $FLOAT_MODELS or models/float); missing files are downloaded")
     gen.add_argument("--synthetic-weights", action="store_true", help="random weights instead of the released ones: try the pipeline without downloading")
+    gen.add_argument("--crop", choices=["face", "face-or-centre", "centre"], default="face", help="crop around the detected face (the official framing), fall back to the centred square, or always take the centred square")
+    gen.add_argument("--face", choices=["largest", "best", "left-to-right"], default="largest", help="which face when there are several (best: highest score, the official choice)")
+    gen.add_argument("--face-index", type=int, default=0, help="with --face left-to-right: 0 is the leftmost face")
+    gen.add_argument("--detector", choices=["yunet", "s3fd"], default="yunet", help="yunet ships with the package; s3fd is the official one (pip install face-alignment, and --s3fd-weights)")
+    gen.add_argument("--s3fd-weights", type=Path, help="face-alignment's s3fd-619a316812.pth")
+    gen.add_argument("--paste-back", action="store_true", help="write the animated face back into the whole original photo")
+    gen.add_argument("--feather", type=float, default=0.1, help="paste-back: soft edge, as a fraction of the crop's side")
+    gen.add_argument("--no-color-match", action="store_true", help="paste-back: keep the generated face's colours")
     gen.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
     gen.add_argument("--nfe", type=int, default=10, help="vector-field evaluations per 2 s chunk (official mode: time-grid points)")
     gen.add_argument("--solver", choices=["euler", "midpoint", "rk4"], default="euler")

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from .model import FloatModel
@@ -39,20 +38,16 @@ class GenerationSettings:
     decode_batch_size: int = 1
 
 
-def prepare_image(image: np.ndarray, size: int = 512) -> Tensor:
-    """RGB uint8 (H, W, 3) -> (1, 3, size, size) in [-1, 1]: the centred square, resized.
-
-    Area filtering when shrinking and bicubic when enlarging, the choice the official crop makes.
-    """
+def image_to_model(image: np.ndarray) -> Tensor:
+    """RGB uint8 (H, W, 3), e.g. a face crop -> (1, 3, H, W) in [-1, 1]: the official x / 255 * 2 - 1."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
-    height, width = image.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    square = Image.fromarray(image[top : top + side, left : left + side])
-    resample = Image.Resampling.BOX if side > size else Image.Resampling.BICUBIC
-    pixels = np.asarray(square.resize((size, size), resample), dtype=np.float32)
-    return torch.from_numpy(pixels).permute(2, 0, 1)[None] / 255 * 2 - 1
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255 * 2 - 1
+
+
+def frames_to_images(frames: Tensor) -> Tensor:
+    """Raw decoder frames (N, 3, H, W), about [-1, 1] -> images (N, H, W, 3) in [0, 1] (clamped here, at the edge)."""
+    return ((frames.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1)
 
 
 def _emotion(model: FloatModel, settings: GenerationSettings, waveform: Tensor, frames: int) -> Tensor:

@@ -62,3 +62,33 @@ def test_interrupting_generate_leaves_no_file(small_model_dir, tmp_path, monkeyp
     out = tmp_path / "talk.mp4"
     assert generate(small_model_dir, out) == 130
     assert not out.exists() and not list(tmp_path.glob(".*part"))
+
+
+def test_paste_back_writes_the_animation_into_the_whole_photo(small_model_dir, tmp_path):
+    out = tmp_path / "pasted.mp4"
+    assert generate(small_model_dir, out, "--paste-back", "--emotion", "neutral") == 0
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height) == (512, 600)  # the original photo's size
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(frames) == 75
+    # far from the face the picture is the original photo (up to H.264's loss)
+    from float_model.media import load_image
+
+    photo = load_image(IMAGE).astype(int)
+    assert abs(frames[40][-40:, -40:].astype(int) - photo[-40:, -40:]).mean() < 4
+
+
+def test_a_picture_without_a_face_is_explained(small_model_dir, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    noise = tmp_path / "noise.png"
+    Image.fromarray((np.random.default_rng(0).random((200, 200, 3)) * 255).astype(np.uint8)).save(noise)
+    code = cli.main(["generate", "--image", str(noise), "--audio", str(SPEECH), "--out", str(tmp_path / "x.mp4"), "--models", str(small_model_dir)])
+    assert code == 2 and "no face found" in capsys.readouterr().err
+    assert generate_with(small_model_dir, noise, tmp_path / "centre.mp4", "--crop", "face-or-centre") == 0
+
+
+def generate_with(models: Path, image: Path, out: Path, *extra: str) -> int:
+    return cli.main(["generate", "--image", str(image), "--audio", str(SPEECH), "--out", str(out), "--models", str(models), "--nfe", "2", "--emotion", "sad", *extra])

@@ -6,19 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from float_model.pipeline import GenerationSettings, animate, prepare_image
+from float_model.pipeline import GenerationSettings, animate, frames_to_images, image_to_model
 from float_model.sampling import sample_motion
 from float_model.speech import encode_audio, prepare_audio, predict_emotion
 
 
-def test_prepare_image_takes_the_centred_square():
-    image = np.zeros((60, 100, 3), dtype=np.uint8)
-    image[:, 20:80] = 255  # the centred 60 x 60 square is white, the margins black
-    tensor = prepare_image(image, size=32)
-    assert tensor.shape == (1, 3, 32, 32)
-    torch.testing.assert_close(tensor, torch.ones_like(tensor))
+def test_images_in_and_out_of_the_model():
+    image = np.array([[[0, 255, 51]]], dtype=np.uint8)
+    torch.testing.assert_close(image_to_model(image)[0, :, 0, 0], torch.tensor([-1.0, 1.0, -0.6]))
     with pytest.raises(ValueError, match="RGB uint8"):
-        prepare_image(np.zeros((10, 10), dtype=np.uint8))
+        image_to_model(np.zeros((10, 10), dtype=np.uint8))
+    raw = torch.tensor([-1.5, -1.0, 0.0, 1.0, 2.0]).view(1, 1, 1, 5).expand(1, 3, 1, 5)
+    torch.testing.assert_close(frames_to_images(raw)[0, 0, :, 0], torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]))
 
 
 def run(model, settings, seconds=2.2, images=1, clips=1, rate=22050):

@@ -144,6 +144,7 @@ def generate(args: argparse.Namespace) -> None:
         settings = GenerationSettings(
             nfe=args.nfe, solver=args.solver, audio_scale=args.a_cfg, emotion_scale=args.e_cfg, seed=args.seed,
             emotion=args.emotion, fps=args.fps, official=args.official, decode_batch_size=args.decode_batch,
+            offload=args.offload, compile=args.compile,
         )  # fmt: skip
         start = time.perf_counter()
         frames, count = animate(model, image_to_model(crop), audio, sample_rate, settings, progress=_print_progress)
@@ -188,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--decode-batch", type=int, default=1, help="frames decoded per call (larger pays off on GPUs)")
     gen.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     gen.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    gen.add_argument("--compile", action="store_true", help="torch.compile the FMT and the decoder (CUDA graphs on GPUs); the first chunk and frame batch are slow")
+    gen.add_argument("--offload", action="store_true", help="on a GPU, keep the speech networks on the CPU except while they run")
     gen.add_argument("--official", action="store_true", help="reproduce the official sampler exactly (time grid, per-chunk seed, one-pass audio)")
 
     down = commands.add_parser("download", help="download the released FLOAT files")

@@ -82,7 +82,7 @@ def video_motion(
         images = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255 * 2 - 1
         latents.append(model.motion_latent(model.encode_image(images).motion_coefficients))
     driving = torch.cat(latents)
-    reference = model.cast(reference_motion).reshape(1, 1, -1)
+    reference = reference_motion.to(driving).reshape(1, 1, -1)
     return reference + (driving - driving[:1])[None]
 
 

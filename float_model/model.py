@@ -41,9 +41,13 @@ class FloatModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.fmt.pos_embed.dtype
 
-    def cast(self, tensor: Tensor) -> Tensor:
-        """An input moved to the model's device and floating dtype."""
-        return tensor.to(device=self.device, dtype=self.dtype)
+    def cast(self, tensor: Tensor, network: nn.Module | None = None) -> Tensor:
+        """An input moved to the device and floating dtype of `network` (default: the FMT's).
+
+        Each stage runs where its network is, so the speech networks can wait on the CPU while the
+        FMT and the decoder use the GPU (see `pipeline.GenerationSettings.offload`)."""
+        reference = next(network.parameters()) if network is not None else self.fmt.pos_embed
+        return tensor.to(device=reference.device, dtype=reference.dtype)
 
     @torch.no_grad()
     def encode_image(self, image: Tensor) -> EncodedImage:
@@ -52,7 +56,7 @@ class FloatModel(nn.Module):
         size = self.config.motion_autoencoder.image_size
         if image.dim() != 4 or image.shape[1] != 3 or image.shape[2:] != (size, size):
             raise ValueError(f"expected an image batch of shape (B, 3, {size}, {size}) in [-1, 1], got {tuple(image.shape)}")
-        return self.motion_autoencoder.encode(self.cast(image))
+        return self.motion_autoencoder.encode(self.cast(image, self.motion_autoencoder))
 
     def motion_basis(self) -> Tensor:
         """The orthonormal motion directions as columns (512, 20)."""
@@ -61,7 +65,7 @@ class FloatModel(nn.Module):
     @torch.no_grad()
     def motion_latent(self, coefficients: Tensor) -> Tensor:
         """Motion coefficients (B, 20) -> motion latent (B, 512) in the span of the basis."""
-        return self.motion_autoencoder.dec.direction(self.cast(coefficients))
+        return self.motion_autoencoder.dec.direction(self.cast(coefficients, self.motion_autoencoder))
 
     @torch.no_grad()
     def audio_features(self, waveform: Tensor, num_frames: int) -> Tensor:
@@ -70,7 +74,7 @@ class FloatModel(nn.Module):
             raise ValueError(f"expected a mono waveform batch (B, N) with N > 0, got {tuple(waveform.shape)}")
         if num_frames < 1:
             raise ValueError(f"num_frames must be at least 1, got {num_frames}")
-        return self.audio_encoder(self.cast(waveform), num_frames, self.config.samples_per_frame)
+        return self.audio_encoder(self.cast(waveform, self.audio_encoder), num_frames, self.config.samples_per_frame)
 
     @torch.no_grad()
     def emotion(self, waveform: Tensor) -> Tensor:
@@ -83,7 +87,7 @@ class FloatModel(nn.Module):
             )
         if waveform.dim() != 2 or waveform.shape[-1] < 400:
             raise ValueError(f"expected a mono waveform batch (B, N) of at least 400 samples (25 ms), got {tuple(waveform.shape)}")
-        return self.emotion_encoder(self.cast(waveform))
+        return self.emotion_encoder(self.cast(waveform, self.emotion_encoder))
 
     def vector_field(
         self,
@@ -119,10 +123,11 @@ class FloatModel(nn.Module):
             )
         batch, frames = motion_latents.shape[:2]
         # The decoded latent is identity + motion (FLOAT_SPEC §1.4): the sampled motion is absolute.
-        latents = (self.cast(identity_latent)[:, None] + self.cast(motion_latents)).flatten(0, 1)
-        features = [self.cast(f) for f in features]
+        decoder = self.motion_autoencoder
+        latents = (self.cast(identity_latent, decoder)[:, None] + self.cast(motion_latents, decoder)).flatten(0, 1)
+        features = [self.cast(f, decoder) for f in features]
         for start in range(0, batch * frames, batch_size):
-            index = torch.arange(start, min(start + batch_size, batch * frames), device=self.device)
+            index = torch.arange(start, min(start + batch_size, batch * frames), device=latents.device)
             source = index // frames
             batch_features = features if batch == 1 else [f[source] for f in features]
             yield self.motion_autoencoder.decode(latents[index], batch_features)

@@ -9,12 +9,14 @@ Frames come out of a generator, so a long clip never holds its frames in memory.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .acceleration import compile_model
 from .model import FloatModel
 from .motion import resample_motion
 from .sampling import SamplingProgress, sample_motion
@@ -36,6 +38,10 @@ class GenerationSettings:
     fps: float = 25.0
     official: bool = False
     decode_batch_size: int = 1
+    # On a GPU: keep the speech networks (1.6 GB in float32) on the CPU except while they condition.
+    offload: bool = False
+    # torch.compile the FMT and the decoder (CUDA graphs for the FMT on CUDA); first call is slow.
+    compile: bool = False
 
 
 def image_to_model(image: np.ndarray) -> Tensor:
@@ -58,6 +64,25 @@ def _emotion(model: FloatModel, settings: GenerationSettings, waveform: Tensor, 
     return emotion_from_label(settings.emotion, waveform.shape[0], model.config.emotion_labels)
 
 
+@contextmanager
+def _speech_networks_on(model: FloatModel, device: torch.device | None) -> Iterator[None]:
+    """Move the wav2vec2 and emotion networks to `device` for the block and back to the CPU after it
+    (no-op for None or a CPU model)."""
+    networks = [n for n in (model.audio_encoder, model.emotion_encoder) if n is not None]
+    if device is None or device.type == "cpu":
+        yield
+        return
+    for network in networks:
+        network.to(device)
+    try:
+        yield
+    finally:
+        for network in networks:
+            network.to("cpu")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
 def animate(
     model: FloatModel,
     image: Tensor,
@@ -73,6 +98,8 @@ def animate(
     raw frame batches (n, 3, 512, 512) (frames of batch item b follow those of b - 1) and the number
     of frames per item: ceil(seconds * fps). Sampling happens before the first frame is yielded.
     """
+    if settings.compile:
+        compile_model(model)
     encoded = model.encode_image(image)
     waveform, frames = prepare_audio(audio, sample_rate)
     batch = max(encoded.identity_latent.shape[0], waveform.shape[0])
@@ -83,8 +110,9 @@ def animate(
     waveform = waveform.expand(batch, -1)
     reference = model.motion_latent(encoded.motion_coefficients).expand(batch, -1)
 
-    audio_features = encode_audio(model, waveform, frames, official=settings.official)
-    emotion = _emotion(model, settings, waveform, frames)
+    with _speech_networks_on(model, model.device if settings.offload else None):
+        audio_features = encode_audio(model, waveform, frames, official=settings.official)
+        emotion = _emotion(model, settings, waveform, frames)
 
     def sampling_progress(p: SamplingProgress) -> None:
         if progress is not None and p.chunk_motion is None:  # one report per evaluation

@@ -140,6 +140,8 @@ def iter_sample_motion(
     audio_features = model.cast(audio_features)
     reference_motion = model.cast(reference_motion)
     emotion = model.cast(emotion)
+    # All chunks' noise in one host-to-device copy, none inside the loop (a few MB even for long clips).
+    initial_noise = model.cast(torch.stack([draw_noise(chunk) for chunk in range(num_chunks)]))
     context_motion = audio_features.new_zeros(batch, context_length, config.motion_dim)
     context_audio = audio_features.new_zeros(batch, context_length, config.audio_dim)
     done = 0
@@ -162,7 +164,7 @@ def iter_sample_motion(
                 callback(SamplingProgress(done, evaluations * num_chunks, chunk, num_chunks))
             return v[:, context_length:]
 
-        x = model.cast(draw_noise(chunk))
+        x = initial_noise[chunk]
         with torch.no_grad():
             for t0, t1 in zip(grid[:-1], grid[1:]):
                 x = ode_step(velocity, solver, t0, t1, x)

@@ -88,19 +88,19 @@ def encode_audio(
     if len(ranges) == 1:
         return model.audio_features(waveform, num_frames)
     per_frame = model.config.samples_per_frame
-    features = None
-    weights = torch.zeros(num_frames, device=model.device)
+    features = weights = None
     for start, end in ranges:
         part = model.audio_features(waveform[:, start * per_frame : end * per_frame], end - start)
-        # linear ramps over the overlaps, so neighbouring windows cross-fade
-        ramp = torch.ones(end - start, device=model.device)
-        fade = min(overlap, end - start)
-        if start > 0:
-            ramp[:fade] = torch.linspace(0, 1, fade + 2, device=model.device)[1:-1]
-        if end < num_frames:
-            ramp[-fade:] = torch.minimum(ramp[-fade:], torch.linspace(1, 0, fade + 2, device=model.device)[1:-1])
         if features is None:
             features = part.new_zeros(part.shape[0], num_frames, part.shape[-1])
+            weights = torch.zeros(num_frames, device=part.device)
+        # linear ramps over the overlaps, so neighbouring windows cross-fade
+        ramp = torch.ones(end - start, device=part.device)
+        fade = min(overlap, end - start)
+        if start > 0:
+            ramp[:fade] = torch.linspace(0, 1, fade + 2, device=part.device)[1:-1]
+        if end < num_frames:
+            ramp[-fade:] = torch.minimum(ramp[-fade:], torch.linspace(1, 0, fade + 2, device=part.device)[1:-1])
         features[:, start:end] += part * ramp[:, None].to(part.dtype)
         weights[start:end] += ramp
     return features / weights[None, :, None].to(features.dtype)
@@ -125,7 +125,7 @@ def predict_emotion(
     total, count = None, 0
     with torch.no_grad():
         for start in range(0, waveform.shape[-1], window):
-            piece = model.cast(waveform[:, start : start + window])
+            piece = model.cast(waveform[:, start : start + window], classifier)
             if piece.shape[-1] < 400:  # shorter than one wav2vec2 frame: nothing to pool
                 continue
             hidden = classifier.wav2vec2(piece).last_hidden_state

@@ -103,9 +103,22 @@ def test_modulated_conv_equals_activation_modulation(kernel, demodulate, upsampl
     torch.manual_seed(0)
     conv = ModulatedConv2d(6, 5, kernel, style_dim=16, demodulate=demodulate, upsample=upsample).double()
     x, style = torch.randn(3, 6, 8, 8, dtype=torch.float64), torch.randn(3, 16, dtype=torch.float64)
-    out = conv(x, style)
+    out = conv(x, style)  # float64 batch: the per-sample-weight form
     assert out.shape == (3, 5, 16 if upsample else 8, 16 if upsample else 8)
     torch.testing.assert_close(out, activation_modulated_conv(conv, x, style), rtol=1e-10, atol=1e-10)
+    # the module's own activation form, used for half-precision batches
+    own = conv._modulated_activations(x, conv.modulation(style))
+    torch.testing.assert_close(conv.blur(own) if upsample else own, out, rtol=1e-10, atol=1e-10)
+
+
+def test_half_precision_batches_use_modulated_activations():
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(6, 5, 3, style_dim=16, upsample=True)
+    x, style = torch.randn(3, 6, 8, 8), torch.randn(3, 16)
+    reference = conv(x, style)
+    half = conv.to(torch.bfloat16)(x.bfloat16(), style.bfloat16())
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), reference, atol=0.1, rtol=0.05)
 
 
 def test_to_rgb_activates_before_the_bias_and_the_upsampled_skip():
@@ -229,3 +242,19 @@ def test_encode_rejects_wrong_image_shapes(small_model):
         small_model.encode_image(torch.rand(1, 4, 32, 32))
     with pytest.raises(ValueError, match="got"):
         small_model.encode_image(torch.rand(3, 32, 32))
+
+
+def test_half_precision_warps_with_a_float32_grid():
+    """At 512 px a half-precision grid is off by a fraction of a pixel, which on detailed features is
+    a large error; the grid is built and sampled in float32, so only the output is rounded."""
+    torch.manual_seed(0)
+    flow = ToFlow(4, style_dim=8)
+    with torch.no_grad():
+        flow.conv.weight.zero_()
+        flow.bias.copy_(torch.tensor([0.25, -0.125, 10.0]).view(1, 3, 1, 1))  # offsets exact in float16, mask ~ 1
+    x, feature, style = torch.randn(1, 4, 512, 512), torch.randn(1, 4, 512, 512), torch.randn(1, 8)
+    feature = feature.half().float()  # the same features in both precisions
+    full = flow(x, style, feature)[0]
+    half = flow.half()(x.half(), style.half(), feature.half())[0]
+    assert half.dtype == torch.float16
+    assert (half.float() - full).abs().max() < 1e-2

@@ -82,3 +82,45 @@ def test_half_precision_runs_every_network(small_model_dir, dtype):
     frames, count = animate(model, torch.rand(1, 3, 32, 32) * 2 - 1, torch.randn(16000) * 0.1, 16000, GenerationSettings(nfe=2, seed=0))
     frames = torch.cat(list(frames))
     assert frames.dtype == dtype and frames.shape[0] == count and torch.isfinite(frames).all()
+
+
+def test_each_stage_runs_where_its_network_is(small_model_dir):
+    """The speech networks may live elsewhere than the FMT (offloaded to the CPU, here: another dtype)."""
+    from float_model import load_float_model
+
+    model = load_float_model(small_model_dir)
+    model.audio_encoder.double()
+    model.emotion_encoder.double()
+    frames, count = animate(model, torch.rand(1, 3, 32, 32) * 2 - 1, torch.randn(16000) * 0.1, 16000, GenerationSettings(nfe=2, seed=0))
+    assert torch.cat(list(frames)).dtype == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_offload_keeps_the_speech_networks_on_the_cpu(small_model_dir):
+    from float_model import load_float_model
+
+    model = load_float_model(small_model_dir, device="cuda")
+    image, audio = torch.rand(1, 3, 32, 32) * 2 - 1, torch.randn(16000) * 0.1
+    kept, _ = animate(model, image, audio, 16000, GenerationSettings(nfe=2, seed=0))
+    kept = torch.cat(list(kept))
+    offloaded, _ = animate(model, image, audio, 16000, GenerationSettings(nfe=2, seed=0, offload=True))
+    torch.testing.assert_close(torch.cat(list(offloaded)), kept)
+    assert next(model.audio_encoder.parameters()).device.type == "cpu" and model.fmt.pos_embed.is_cuda
+
+
+def test_float16_frames_stay_within_40_db_of_float32(small_model_dir):
+    """Random flow layers make the decoder chaotic (any rounding change is amplified); a trained
+    decoder's flows are gentle, so the flow layers are scaled down to near-identity warps here."""
+    from float_model import load_float_model
+
+    def frames(dtype):
+        model = load_float_model(small_model_dir, dtype=dtype)
+        with torch.no_grad():
+            for flow in model.motion_autoencoder.dec.to_flows:
+                flow.conv.weight.mul_(0.1)
+        encoded = model.encode_image(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+        motion = model.motion_latent(encoded.motion_coefficients)[:, None] + 0.1 * torch.randn(1, 4, 64, generator=torch.Generator().manual_seed(1)).to(dtype)
+        return model.decode(encoded.identity_latent, encoded.features, motion).float().clamp(-1, 1)
+
+    mse = (frames(torch.float16) - frames(torch.float32)).pow(2).mean().item()
+    assert 10 * math.log10(4 / mse) >= 40

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .audio import normalize_waveform
+from .config import EMOTIONS
 from .model import FloatModel
 
 SAMPLE_RATE = 16000
@@ -154,8 +155,6 @@ def emotion_per_window(model: FloatModel, waveform: Tensor, num_frames: int, win
 
 def emotion_from_label(label: str, batch: int = 1, labels: Sequence[str] | None = None) -> Tensor:
     """A chosen emotion as a float one-hot (B, 7). Unknown names are an error, not a silent fallback."""
-    from .config import EMOTIONS
-
     labels = tuple(labels or EMOTIONS)
     name = label.strip().lower()
     if name not in labels:

@@ -80,35 +80,17 @@ def test_resblock_halves_resolution():
     assert block(torch.randn(2, 4, 16, 16)).shape == (2, 8, 8, 8)
 
 
-def activation_modulated_conv(conv: ModulatedConv2d, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-    """The same operation derived the other way round: scale the input channels by the style, convolve
-    with the shared weight, divide each output channel by the norm of the modulated weight."""
-    s = conv.modulation(style)
-    weight = conv.weight[0] * conv.scale
-    x = x * s[:, :, None, None]
-    if conv.upsample:
-        out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
-    else:
-        out = F.conv2d(x, weight, padding=weight.shape[-1] // 2)
-    if conv.demodulate:
-        norm = torch.einsum("oikl,bi->bo", weight.square(), s.square())
-        out = out * torch.rsqrt(norm + 1e-8)[:, :, None, None]
-    if conv.upsample:
-        out = upfirdn2d(out, blur_kernel(x.device, x.dtype, 4.0), pad=(1, 1))
-    return out
-
-
 @pytest.mark.parametrize("kernel,demodulate,upsample", [(3, True, False), (3, True, True), (1, False, False)])
-def test_modulated_conv_equals_activation_modulation(kernel, demodulate, upsample):
+def test_modulated_conv_forms_are_equal(kernel, demodulate, upsample):
+    """Per-sample weights (the official form, checked bit for bit against official frames) and
+    modulated activations are the same operation, up to float64 rounding."""
     torch.manual_seed(0)
     conv = ModulatedConv2d(6, 5, kernel, style_dim=16, demodulate=demodulate, upsample=upsample).double()
     x, style = torch.randn(3, 6, 8, 8, dtype=torch.float64), torch.randn(3, 16, dtype=torch.float64)
     out = conv(x, style)  # float64 batch: the per-sample-weight form
     assert out.shape == (3, 5, 16 if upsample else 8, 16 if upsample else 8)
-    torch.testing.assert_close(out, activation_modulated_conv(conv, x, style), rtol=1e-10, atol=1e-10)
-    # the module's own activation form, used for half-precision batches
-    own = conv._modulated_activations(x, conv.modulation(style))
-    torch.testing.assert_close(conv.blur(own) if upsample else own, out, rtol=1e-10, atol=1e-10)
+    activations = conv._modulated_activations(x, conv.modulation(style))
+    torch.testing.assert_close(conv.blur(activations) if upsample else activations, out, rtol=1e-10, atol=1e-10)
 
 
 def test_half_precision_batches_use_modulated_activations():

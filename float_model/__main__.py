@@ -46,7 +46,8 @@ def demo(models: Path | None, device: str, dtype: torch.dtype, seconds: float) -
         print(f"  -> {params / 1e6:.1f} M parameters, {dtype}, {device}")
 
         generator = torch.Generator().manual_seed(0)
-        image = torch.rand(1, 3, 512, 512, generator=generator) * 2 - 1
+        size = model.config.motion_autoencoder.image_size
+        image = torch.rand(1, 3, size, size, generator=generator) * 2 - 1
         encoded = _timed("encode image", model.encode_image, image)
         print(f"  -> identity latent {tuple(encoded.identity_latent.shape)}, motion coefficients "
               f"{tuple(encoded.motion_coefficients.shape)}, {len(encoded.features)} feature maps "
@@ -72,9 +73,10 @@ def demo(models: Path | None, device: str, dtype: torch.dtype, seconds: float) -
         if chunk.shape[1] < fmt.num_frames:
             chunk = torch.cat([chunk, chunk[:, -1:].expand(-1, fmt.num_frames - chunk.shape[1], -1)], dim=1)
         noise = torch.randn(1, fmt.num_frames, fmt.motion_dim, generator=generator)
-        context = torch.zeros(1, fmt.num_prev_frames, fmt.motion_dim)
+        context_motion = torch.zeros(1, fmt.num_prev_frames, fmt.motion_dim)
+        context_audio = torch.zeros(1, fmt.num_prev_frames, fmt.audio_dim)
         with torch.no_grad():
-            velocity = _timed("vector field (guided, 3 branches)", model.vector_field, 0.0, noise, chunk, reference, emotion, context, context)
+            velocity = _timed("vector field (guided, 3 branches)", model.vector_field, 0.0, noise, chunk, reference, emotion, context_motion, context_audio)
         print(f"  -> {tuple(velocity.shape)}")
 
         motion = reference[:, None] + 0.1 * torch.randn(1, 2, fmt.motion_dim, generator=generator)
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             config = convert_checkpoint(args.source, args.destination, args.include_hf_folders)
             print(f"wrote {args.destination} (image {config.motion_autoencoder.image_size} px, FMT depth {config.fmt.depth})")
-    except (CheckpointError, DownloadError, MediaError, ValueError) as error:
+    except (CheckpointError, DownloadError, MediaError, ValueError, ImportError) as error:
         print(f"\nerror: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -63,7 +63,7 @@ class YuNetDetector:
 
     def __init__(self, threshold: float = 0.6, max_side: int = 640, model_path: str | Path | None = None):
         if not hasattr(cv2, "FaceDetectorYN"):
-            raise RuntimeError(f"OpenCV {cv2.__version__} has no FaceDetectorYN: install opencv-python-headless>=4.8")
+            raise ImportError(f"OpenCV {cv2.__version__} has no FaceDetectorYN: install opencv-python-headless>=4.8")
         self.threshold, self.max_side = threshold, max_side
         path = model_path or resources.files("float_model").joinpath("face_models", YUNET_MODEL)
         self._net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), threshold, 0.3, 5000)
@@ -89,7 +89,7 @@ class S3FDDetector:
         try:
             from face_alignment.detection.sfd import FaceDetector as SFD
         except ImportError as error:
-            raise RuntimeError("the S3FD detector needs the optional package: pip install face-alignment") from error
+            raise ImportError("the S3FD detector needs the optional package: pip install face-alignment (or -e '.[s3fd]')") from error
         self.threshold = threshold
         self._detector = SFD(device=device, path_to_detector=str(weights))
 

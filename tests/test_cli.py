@@ -92,3 +92,23 @@ def test_a_picture_without_a_face_is_explained(small_model_dir, tmp_path, capsys
 
 def generate_with(models: Path, image: Path, out: Path, *extra: str) -> int:
     return cli.main(["generate", "--image", str(image), "--audio", str(SPEECH), "--out", str(out), "--models", str(models), "--nfe", "2", "--emotion", "sad", *extra])
+
+
+def test_demo_and_convert_commands(small_model_dir, tmp_path, capsys):
+    assert cli.main(["demo", "--models", str(small_model_dir), "--seconds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "audio features (1 s)" in out and "(1, 25, 32)" in out and "decode 2 frames" in out
+    converted = tmp_path / "float.safetensors"
+    assert cli.main(["convert", str(small_model_dir / "float.pth"), str(converted)]) == 0
+    assert converted.is_file() and "FMT depth 2" in capsys.readouterr().out
+    assert cli.main(["convert", str(tmp_path / "missing.pth"), str(tmp_path / "x.safetensors")]) == 2
+
+
+def test_detector_choices_without_their_requirements_are_explained(small_model_dir, tmp_path, capsys, monkeypatch):
+    import sys
+
+    assert generate(small_model_dir, tmp_path / "a.mp4", "--detector", "s3fd") == 2
+    assert "--s3fd-weights" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "face_alignment", None)  # not installed
+    assert generate(small_model_dir, tmp_path / "b.mp4", "--detector", "s3fd", "--s3fd-weights", str(tmp_path / "s3fd.pth")) == 2
+    assert "pip install face-alignment" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from .config import EMOTIONS, FloatConfig
 from .crop_box import CropBox
 from .download import DownloadError, download_models, missing_model_files
 from .media import MediaError
+from .sampling import pad_frames
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -69,9 +70,7 @@ def demo(models: Path | None, device: str, dtype: torch.dtype, seconds: float) -
             print("emotion model not loaded: using 'neutral'")
 
         fmt = model.config.fmt
-        chunk = audio[:, : fmt.num_frames]
-        if chunk.shape[1] < fmt.num_frames:
-            chunk = torch.cat([chunk, chunk[:, -1:].expand(-1, fmt.num_frames - chunk.shape[1], -1)], dim=1)
+        chunk = pad_frames(audio[:, : fmt.num_frames], fmt.num_frames)
         noise = torch.randn(1, fmt.num_frames, fmt.motion_dim, generator=generator)
         context_motion = torch.zeros(1, fmt.num_prev_frames, fmt.motion_dim)
         context_audio = torch.zeros(1, fmt.num_prev_frames, fmt.audio_dim)

@@ -20,6 +20,8 @@ from torch import Tensor
 from .crop_box import CropBox
 from .face import MARGIN, FaceDetector, NoFaceError, YuNetDetector, as_rgb, crop_box, cut_crop, select_face
 from .model import FloatModel
+from .motion import smooth_motion
+from .pipeline import image_to_model
 
 
 def smooth_boxes(boxes: Sequence[CropBox | None], sigma: float = 2.0) -> list[CropBox]:
@@ -33,11 +35,8 @@ def smooth_boxes(boxes: Sequence[CropBox | None], sigma: float = 2.0) -> list[Cr
     frames = np.arange(len(boxes))
     # fill the gaps by interpolation, then smooth
     values = np.stack([np.interp(frames, found, track[:, k]) for k in range(3)], axis=1)
-    if sigma > 0:
-        radius = int(np.ceil(3 * sigma))
-        taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-        padded = np.pad(values, ((radius, radius), (0, 0)), mode="edge")
-        values = np.stack([np.convolve(padded[:, k], taps / taps.sum(), mode="valid") for k in range(3)], axis=1)
+    # centre x, centre y and side smoothed like a motion sequence of width 3
+    values = smooth_motion(torch.from_numpy(values)[None], sigma)[0].numpy()
     return [
         CropBox(round(cx - size / 2), round(cy - size / 2), max(1, round(size)), reference.image_width, reference.image_height)
         for cx, cy, size in values
@@ -79,8 +78,7 @@ def video_motion(
     latents = []
     for start in range(0, len(frames), batch_size):
         crops = np.stack([cut_crop(as_rgb(np.asarray(frames[i])), boxes[i], size) for i in range(start, min(start + batch_size, len(frames)))])
-        images = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255 * 2 - 1
-        latents.append(model.motion_latent(model.encode_image(images).motion_coefficients))
+        latents.append(model.motion_latent(model.encode_image(image_to_model(crops)).motion_coefficients))
     driving = torch.cat(latents)
     reference = reference_motion.to(driving).reshape(1, 1, -1)
     return reference + (driving - driving[:1])[None]

@@ -37,10 +37,6 @@ class FloatModel(nn.Module):
     def device(self) -> torch.device:
         return self.fmt.pos_embed.device
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.fmt.pos_embed.dtype
-
     def cast(self, tensor: Tensor, network: nn.Module | None = None) -> Tensor:
         """An input moved to the device and floating dtype of `network` (default: the FMT's).
 

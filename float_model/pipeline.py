@@ -45,10 +45,12 @@ class GenerationSettings:
 
 
 def image_to_model(image: np.ndarray) -> Tensor:
-    """RGB uint8 (H, W, 3), e.g. a face crop -> (1, 3, H, W) in [-1, 1]: the official x / 255 * 2 - 1."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255 * 2 - 1
+    """RGB uint8 (H, W, 3) or a batch (N, H, W, 3), e.g. face crops -> (N, 3, H, W) in [-1, 1]:
+    the official x / 255 * 2 - 1."""
+    if image.ndim not in (3, 4) or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image (H, W, 3) or batch (N, H, W, 3), got {image.dtype} {image.shape}")
+    batch = image[None] if image.ndim == 3 else image
+    return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / 255 * 2 - 1
 
 
 def frames_to_images(frames: Tensor) -> Tensor:

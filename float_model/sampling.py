@@ -73,7 +73,7 @@ def ode_step(velocity: Callable[[Tensor, Tensor], Tensor], solver: str, t0: Tens
     return x + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
-def _pad_to(tensor: Tensor, length: int) -> Tensor:
+def pad_frames(tensor: Tensor, length: int) -> Tensor:
     """Repeat the last frame until (B, length, C)."""
     missing = length - tensor.shape[1]
     return torch.cat([tensor, tensor[:, -1:].expand(-1, missing, -1)], dim=1) if missing > 0 else tensor
@@ -147,12 +147,12 @@ def iter_sample_motion(
     done = 0
     for chunk in range(num_chunks):
         start = chunk * chunk_length
-        chunk_audio = _pad_to(audio_features[:, start : start + chunk_length], chunk_length)
+        chunk_audio = pad_frames(audio_features[:, start : start + chunk_length], chunk_length)
         if per_frame_emotion:
             # the context positions carry the emotion of the frames they came from (frame 0's for chunk 0)
             window = emotion[:, max(start - context_length, 0) : start + chunk_length]
             window = torch.cat([window[:, :1].expand(-1, context_length - min(start, context_length), -1), window], dim=1)
-            chunk_emotion = _pad_to(window, context_length + chunk_length)
+            chunk_emotion = pad_frames(window, context_length + chunk_length)
         else:
             chunk_emotion = emotion
 

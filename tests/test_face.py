@@ -32,6 +32,7 @@ def test_crop_box_follows_the_official_rule():
     # box 100..300 x 50..290: half sides int(200/2) = 100 and int(240/2) = 120, centre (200, 170)
     box = crop_box(FaceBox(100.7, 50.2, 300.9, 290.6, 0.99), 640, 480)
     assert box == CropBox(200 - 192, 170 - 192, 384, 640, 480)  # half = int(120 * 1.6) = 192
+    assert box.scale() == 512 / 384 and (box.right, box.bottom) == (200 + 192, 170 + 192)
 
 
 @pytest.mark.parametrize("name", ["hopper", "astronaut"])

@@ -48,6 +48,8 @@ class AudioEncoder(nn.Module):
 
     def forward(self, waveform: Tensor, num_frames: int, samples_per_frame: int = 640) -> Tensor:
         """waveform (B, N) normalised -> audio features (B, num_frames, audio_dim)."""
+        if self.wav2vec2 is None:
+            raise RuntimeError("this FLOAT model was loaded without its wav2vec2 audio encoder: attach one with with_speech_networks")
         # Replicate-pad to whole frames, as the official encoder does; shorter clips stay as they are.
         missing = num_frames * samples_per_frame - waveform.shape[-1]
         if missing > 0:
@@ -65,7 +67,9 @@ class AudioEncoder(nn.Module):
             hook.remove()
         # Entry 0 is the embedding before the first layer; FLOAT uses the layers' outputs.
         stacked = torch.stack(hidden_states[1:], dim=2).flatten(2)  # (B, T, layers * hidden)
-        return self.audio_projection(stacked)
+        # wav2vec2 may live on another device or in another dtype than the projection (ComfyUI's separate loaders).
+        projection = self.audio_projection[0].weight
+        return self.audio_projection(stacked.to(projection.device, projection.dtype))
 
 
 class EmotionClassifierHead(nn.Module):

@@ -21,11 +21,13 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import safetensors
 import safetensors.torch
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from transformers import Wav2Vec2Model
 
 from .config import (
     AUDIO_MODEL_NAME,
@@ -35,11 +37,13 @@ from .config import (
     MotionAutoEncoderConfig,
     bundled_hf_config,
 )
+from .audio import EmotionEncoder, wav2vec2_config
 from .fmt import attention_band
 from .model import FloatModel
 from .motion_autoencoder import blur_kernel
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=nn.Module)
 
 PathLike = str | Path
 CONFIG_METADATA_KEY = "float_config"
@@ -398,6 +402,16 @@ def infer_wav2vec2_config(tensors: dict[str, Tensor], prefix: str, base: dict) -
     return config
 
 
+def infer_emotion_config(tensors: dict[str, Tensor]) -> dict:
+    """The speech-emotion model's HuggingFace config from its tensors (canonical keys) and the official values."""
+    prefix = "emotion_encoder.wav2vec2_for_emotion."
+    emotion = infer_wav2vec2_config(tensors, prefix + "wav2vec2.", bundled_hf_config(EMOTION_MODEL_NAME))
+    labels = _shape(tensors, prefix + "classifier.out_proj.weight")[0]
+    if labels != len(emotion["id2label"]):
+        raise CheckpointError(f"the emotion classifier has {labels} classes, the official model 7; load it from a folder with its config.json")
+    return emotion
+
+
 def infer_config(tensors: dict[str, Tensor], wav2vec2: dict | None = None, emotion: dict | None = None) -> FloatConfig:
     """Sizes from tensor shapes (canonical keys), official values for what shapes cannot tell.
 
@@ -409,11 +423,7 @@ def infer_config(tensors: dict[str, Tensor], wav2vec2: dict | None = None, emoti
         has_weights = any(key.startswith("audio_encoder.wav2vec2.") for key in tensors)
         wav2vec2 = infer_wav2vec2_config(tensors, "audio_encoder.wav2vec2.", base) if has_weights else base
     if emotion is None and any(key.startswith("emotion_encoder.") for key in tensors):
-        prefix = "emotion_encoder.wav2vec2_for_emotion."
-        emotion = infer_wav2vec2_config(tensors, prefix + "wav2vec2.", bundled_hf_config(EMOTION_MODEL_NAME))
-        labels = _shape(tensors, prefix + "classifier.out_proj.weight")[0]
-        if labels != len(emotion["id2label"]):
-            raise CheckpointError(f"the emotion classifier has {labels} classes, the official model 7; load it from a folder with its config.json")
+        emotion = infer_emotion_config(tensors)
     return FloatConfig(
         motion_autoencoder=infer_motion_autoencoder_config(tensors),
         fmt=infer_fmt_config(tensors),
@@ -516,14 +526,30 @@ def _live_name(key: str, live_keys: set[str]) -> str:
     return key
 
 
-def build_model(collected: CollectedCheckpoint, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> FloatModel:
-    """Instantiate FloatModel on the meta device and adopt the checkpoint's tensors (no random init, no double copy)."""
+def build_model(
+    collected: CollectedCheckpoint,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    with_wav2vec2: bool = True,
+) -> FloatModel:
+    """Instantiate FloatModel on the meta device and adopt the checkpoint's tensors (no random init, no double copy).
+
+    `with_wav2vec2=False` builds it without the wav2vec2 network (its slot stays empty): for callers that load
+    the audio encoder on its own and attach it with `FloatModel.with_speech_networks`."""
     with torch.device("meta"):
         model = FloatModel(collected.config)
+    if not with_wav2vec2:
+        model.audio_encoder.wav2vec2 = None
+    return _adopt(model, collected.tensors, collected.origin, device, dtype)
+
+
+def _adopt(model: M, tensors: dict[str, Tensor], origin: dict[str, Path], device: torch.device | str, dtype: torch.dtype) -> M:
+    """Give a network built on the meta device the checkpoint's tensors (canonical keys); every tensor it
+    expects must be there with its shape, or the error names the network and the file."""
     expected = model.state_dict()
     live_keys = set(expected)
-    tensors = {_live_name(k, live_keys): v for k, v in _check_constants(collected.tensors, collected.origin).items()}
-    origin = {_live_name(k, live_keys): v for k, v in collected.origin.items()}
+    tensors = {_live_name(k, live_keys): v for k, v in _check_constants(tensors, origin).items()}
+    origin = {_live_name(k, live_keys): v for k, v in origin.items()}
 
     missing = [key for key in expected if key not in tensors and not _OPTIONAL.search(key)]
     if missing:
@@ -582,6 +608,70 @@ def load_float_model(
             f"{files.float_files[0]}, or download it with `python -m float_model download`"
         )
     return build_model(collected, device, dtype)
+
+
+# --- Loading the networks one by one (ComfyUI's separate loader nodes) ---------------------------------------
+
+
+def load_float_networks(source: PathLike | Sequence[PathLike], device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> FloatModel:
+    """The FLOAT file's own networks: motion auto-encoder, FMT and audio projection, without the speech networks.
+
+    The audio encoder's sizes come from the config.json of a wav2vec2 folder beside the file (or in ComfyUI's
+    models/audio) when there is one, else from the official configuration. Attach the networks loaded by
+    `load_audio_encoder` and `load_emotion_encoder` with `FloatModel.with_speech_networks`.
+    """
+    files = find_checkpoint_files(source, emotion_encoder=False)
+    collected = collect_checkpoint(files, hf_weights=False)
+    own = {key: value for key, value in collected.tensors.items() if not key.startswith(("audio_encoder.wav2vec2.", "emotion_encoder."))}
+    networks = CollectedCheckpoint(own, collected.origin, collected.config.with_emotion(None))
+    return build_model(networks, device, dtype, with_wav2vec2=False)
+
+
+def _speech_network_tensors(source: Path, prefix: str, layouts: Sequence[tuple[str, set[str]]], what: str, model_name: str) -> tuple[dict[str, Tensor], dict]:
+    """(canonical tensors under `prefix`, HuggingFace config) from the network's folder or from a FLOAT file holding it."""
+    if source.is_dir():
+        tensors, config = _read_hf_folder(source, layouts, what)
+    elif source.is_file():
+        tensors = {k: v for k, v in _to_canonical(read_tensors(source), _FLOAT_LAYOUTS, source, "FLOAT checkpoint").items() if k.startswith(prefix)}
+        if not tensors:
+            raise CheckpointError(f"{source} holds no {what}: choose the '{model_name}' folder instead")
+        metadata = read_metadata(source)
+        if CONFIG_METADATA_KEY in metadata:
+            float_config = FloatConfig.from_json(metadata[CONFIG_METADATA_KEY])
+            config = float_config.wav2vec2 if model_name == AUDIO_MODEL_NAME else float_config.emotion
+        else:
+            config = None
+    else:
+        raise CheckpointError(f"the {what} was not found at {source}")
+    return legacy_weight_norm_names(tensors), config
+
+
+def load_audio_encoder(source: PathLike, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Wav2Vec2Model:
+    """The wav2vec2 audio encoder alone, from its HuggingFace folder or from a file that holds it (FLOAT.safetensors)."""
+    source = Path(source)
+    prefix = "audio_encoder.wav2vec2."
+    tensors, config = _speech_network_tensors(source, prefix, _AUDIO_LAYOUTS, "wav2vec2 audio encoder", AUDIO_MODEL_NAME)
+    if config is None:
+        config = infer_wav2vec2_config(tensors, prefix, bundled_hf_config(AUDIO_MODEL_NAME))
+    # A holder with the canonical module path, so that messages name the network and the file.
+    with torch.device("meta"):
+        holder = nn.Module()
+        holder.audio_encoder = nn.Module()
+        holder.audio_encoder.wav2vec2 = Wav2Vec2Model(wav2vec2_config(config))
+    return _adopt(holder, tensors, dict.fromkeys(tensors, source), device, dtype).audio_encoder.wav2vec2
+
+
+def load_emotion_encoder(source: PathLike, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> EmotionEncoder:
+    """The speech-emotion classifier alone, from its HuggingFace folder or from a file that holds it (FLOAT.safetensors)."""
+    source = Path(source)
+    prefix = "emotion_encoder."
+    tensors, config = _speech_network_tensors(source, prefix, _EMOTION_LAYOUTS, "speech-emotion model", EMOTION_MODEL_NAME)
+    if config is None:
+        config = infer_emotion_config(tensors)
+    with torch.device("meta"):
+        holder = nn.Module()
+        holder.emotion_encoder = EmotionEncoder(config)
+    return _adopt(holder, tensors, dict.fromkeys(tensors, source), device, dtype).emotion_encoder
 
 
 # --- Writing ---------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ EMOTION_MODEL_NAME = "wav2vec-english-speech-emotion-recognition"
 
 def bundled_hf_config(model_name: str) -> dict[str, Any]:
     """The official `config.json` of one of the two HuggingFace models, shipped with the package."""
-    text = resources.files("float_model").joinpath("hf_configs", model_name, "config.json").read_text()
+    text = resources.files(__package__).joinpath("hf_configs", model_name, "config.json").read_text()
     return json.loads(text)
 
 

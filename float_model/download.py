@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,10 +109,17 @@ def missing_model_files(destination: str | Path, variant: str = DEFAULT_VARIANT,
 
 
 def download_models(
-    destination: str | Path, variant: str = DEFAULT_VARIANT, emotion: bool = True, progress: bool = True
+    destination: str | Path,
+    variant: str = DEFAULT_VARIANT,
+    emotion: bool = True,
+    progress: bool = True,
+    only: Callable[[str], bool] | None = None,
+    on_file: Callable[[str, int, int], None] | None = None,
 ) -> Path:
     """Download the variant's files into `destination` (created if needed) and return it.
 
+    `only` picks files by their local path (e.g. one network's folder); `on_file(local_path, done, total)` is
+    called after each file, so a caller can show progress or cancel (by raising).
     Files already there whose hash matches the Hub are kept; a file whose hash differs is downloaded again.
     A downloaded file that fails its hash check is deleted. When the Hub cannot be reached, files already
     there are kept unchecked (with a warning). Raises DownloadError listing every file that could not be
@@ -121,8 +128,10 @@ def download_models(
     destination = Path(destination).expanduser().resolve()
     destination.mkdir(parents=True, exist_ok=True)
     failures: list[tuple[HubFile, str]] = []
+    wanted = [file for file in model_files(variant, emotion) if only is None or only(file.local_path)]
+    done = 0
     with _progress_bars(progress):
-        for repo_id, files in _by_repo(model_files(variant, emotion)).items():
+        for repo_id, files in _by_repo(wanted).items():
             try:
                 hashes = _remote_hashes(repo_id, [file.filename for file in files])
             except _network_errors() as error:
@@ -134,6 +143,9 @@ def download_models(
                 reason = _fetch(destination, file, hashes.get(file.filename))
                 if reason:
                     failures.append((file, reason))
+                done += 1
+                if on_file is not None:
+                    on_file(file.local_path, done, len(wanted))
     if failures:
         raise DownloadError(_failure_message(destination, failures))
     return destination

@@ -65,7 +65,7 @@ class YuNetDetector:
         if not hasattr(cv2, "FaceDetectorYN"):
             raise ImportError(f"OpenCV {cv2.__version__} has no FaceDetectorYN: install opencv-python-headless>=4.8")
         self.threshold, self.max_side = threshold, max_side
-        path = model_path or resources.files("float_model").joinpath("face_models", YUNET_MODEL)
+        path = model_path or resources.files(__package__).joinpath("face_models", YUNET_MODEL)
         self._net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), threshold, 0.3, 5000)
 
     def __call__(self, image: np.ndarray) -> list[FaceBox]:

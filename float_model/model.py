@@ -12,10 +12,13 @@ Sampling (chunking, ODE solvers, noise) builds on `vector_field`; it lives in it
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
+
+from transformers import Wav2Vec2Model
 
 from .audio import AudioEncoder, EmotionEncoder
 from .config import FloatConfig
@@ -30,7 +33,8 @@ class FloatModel(nn.Module):
         self.motion_autoencoder = MotionAutoEncoder(config.motion_autoencoder)
         self.audio_encoder = AudioEncoder(config.wav2vec2, config.fmt.audio_dim)
         # Optional: 1.27 GB that only predicts emotion from speech; a chosen emotion does without it.
-        self.emotion_encoder = EmotionEncoder(config.emotion) if config.emotion is not None else None
+        # Registered even when None, so that `with_speech_networks` can put one in.
+        self.register_module("emotion_encoder", EmotionEncoder(config.emotion) if config.emotion is not None else None)
         self.fmt = FlowMatchingTransformer(config.fmt)
 
     @property
@@ -44,6 +48,35 @@ class FloatModel(nn.Module):
         FMT and the decoder use the GPU (see `pipeline.GenerationSettings.offload`)."""
         reference = next(network.parameters()) if network is not None else self.fmt.pos_embed
         return tensor.to(device=reference.device, dtype=reference.dtype)
+
+    def with_speech_networks(self, wav2vec2: Wav2Vec2Model | None = None, emotion_encoder: EmotionEncoder | None = None) -> FloatModel:
+        """This model with the wav2vec2 network and/or the emotion classifier put in, as a new object sharing
+        every network: the model itself is not changed, so one loaded model serves graphs that pair it with
+        different speech networks."""
+        if wav2vec2 is not None:
+            stacked = wav2vec2.config.num_hidden_layers * wav2vec2.config.hidden_size
+            expected = self.audio_encoder.audio_projection[0].in_features
+            if stacked != expected:
+                raise ValueError(
+                    f"this audio encoder gives {wav2vec2.config.num_hidden_layers} layers x {wav2vec2.config.hidden_size} = "
+                    f"{stacked} features per frame, but the FLOAT model's audio projection takes {expected}: use the "
+                    f"wav2vec2 model this FLOAT checkpoint was trained with (wav2vec2-base-960h)"
+                )
+        if emotion_encoder is not None:
+            classes = emotion_encoder.wav2vec2_for_emotion.classifier.out_proj.out_features
+            if classes != self.config.fmt.emotion_dim:
+                raise ValueError(f"this emotion model has {classes} classes, the FLOAT model expects {self.config.fmt.emotion_dim}")
+        model = copy.copy(self)
+        model._modules = dict(self._modules)
+        if wav2vec2 is not None:
+            audio_encoder = copy.copy(self.audio_encoder)
+            audio_encoder._modules = dict(self.audio_encoder._modules)
+            audio_encoder._modules["wav2vec2"] = wav2vec2
+            model._modules["audio_encoder"] = audio_encoder
+        if emotion_encoder is not None:
+            model._modules["emotion_encoder"] = emotion_encoder
+            model.config = self.config.with_emotion(emotion_encoder.wav2vec2_for_emotion.wav2vec2.config.to_dict())
+        return model
 
     @torch.no_grad()
     def encode_image(self, image: Tensor) -> EncodedImage:

@@ -19,12 +19,17 @@ from torch import Tensor
 MOTION_FORMAT = "float-motion-1"
 
 
+def num_output_frames(seconds: float, fps: float) -> int:
+    """Frames of a video that lasts as long as its audio: every started frame counts."""
+    if not 1 <= fps <= 240:
+        raise ValueError(f"fps must be between 1 and 240, got {fps}")
+    return max(1, math.ceil(seconds * fps - 1e-9))
+
+
 def resample_motion(motion: Tensor, seconds: float, fps: float, source_fps: float = 25.0) -> Tensor:
     """Motion (B, T, D) at `source_fps` -> (B, ceil(seconds * fps), D) at `fps`, by linear interpolation
     in time. `seconds` is the audio's duration, so the video ends with the sound."""
-    if not 1 <= fps <= 240:
-        raise ValueError(f"fps must be between 1 and 240, got {fps}")
-    frames = max(1, math.ceil(seconds * fps - 1e-9))
+    frames = num_output_frames(seconds, fps)
     position = (torch.arange(frames, dtype=torch.float64) / fps * source_fps).clamp(max=motion.shape[1] - 1)
     before = position.floor().long()
     after = (before + 1).clamp(max=motion.shape[1] - 1)

@@ -66,7 +66,7 @@ def official_extra_tensors(model_config: FloatConfig, with_buffers: bool) -> dic
 
 
 def _copy_preprocessor_config(folder: Path, model_name: str) -> None:
-    source = resources.files("float_model").joinpath("hf_configs", model_name, "preprocessor_config.json")
+    source = resources.files(__package__).joinpath("hf_configs", model_name, "preprocessor_config.json")
     (folder / "preprocessor_config.json").write_text(source.read_text())
 
 

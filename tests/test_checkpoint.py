@@ -292,3 +292,50 @@ def test_loader_never_needs_the_network(small_model_dir, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
     load_float_model(small_model_dir)
     assert json.loads((small_model_dir / AUDIO_MODEL_NAME / "config.json").read_text())["hidden_size"] == 48
+
+
+# --- The networks one by one, as ComfyUI's three loader nodes read them ---------------------------------------
+
+
+def test_networks_loaded_one_by_one_equal_the_whole_model(small_model_dir, small_model):
+    from float_model.checkpoint import load_audio_encoder, load_emotion_encoder, load_float_networks
+    from float_model.speech import encode_audio, predict_emotion, prepare_audio
+
+    networks = load_float_networks(small_model_dir / "float.pth")
+    assert networks.audio_encoder.wav2vec2 is None and networks.emotion_encoder is None
+    wav2vec2 = load_audio_encoder(small_model_dir / AUDIO_MODEL_NAME)
+    emotion = load_emotion_encoder(small_model_dir / EMOTION_MODEL_NAME)
+    assembled = networks.with_speech_networks(wav2vec2=wav2vec2, emotion_encoder=emotion)
+    waveform, frames = prepare_audio(torch.randn(1, 20000, generator=torch.Generator().manual_seed(0)), 16000)
+    torch.testing.assert_close(encode_audio(assembled, waveform, frames), encode_audio(small_model, waveform, frames), rtol=0, atol=0)
+    torch.testing.assert_close(predict_emotion(assembled, waveform), predict_emotion(small_model, waveform), rtol=0, atol=0)
+    # the loaded networks themselves are left as they were
+    assert networks.audio_encoder.wav2vec2 is None and networks.emotion_encoder is None
+    with pytest.raises(RuntimeError, match="without its wav2vec2 audio encoder"):
+        networks.audio_features(waveform, frames)
+
+
+def test_speech_networks_load_from_a_file_that_holds_them(tmp_path, small_model_dir, small_model):
+    from float_model.checkpoint import load_audio_encoder, load_emotion_encoder
+
+    single = tmp_path / "FLOAT.safetensors"
+    save_model(small_model, single)
+    wav2vec2 = load_audio_encoder(single)
+    emotion = load_emotion_encoder(single)
+    for loaded, original in ((wav2vec2, small_model.audio_encoder.wav2vec2), (emotion, small_model.emotion_encoder)):
+        for (name, value), (_, expected) in zip(loaded.state_dict().items(), original.state_dict().items()):
+            assert torch.equal(value, expected), name
+    with pytest.raises(CheckpointError, match="holds no wav2vec2 audio encoder"):
+        load_audio_encoder(small_model_dir / "float.pth")
+
+
+def test_wrong_speech_network_for_the_model_is_refused(small_model_dir):
+    from float_model.checkpoint import load_audio_encoder, load_emotion_encoder, load_float_networks
+
+    networks = load_float_networks(small_model_dir / "float.pth")
+    # The emotion model's wav2vec2 is a wav2vec2 too, but not the one the audio projection was trained on.
+    wrong = load_audio_encoder(small_model_dir / EMOTION_MODEL_NAME)
+    with pytest.raises(ValueError, match="gives 2 layers x 64 = 128 features per frame, but the FLOAT model.s audio projection takes 96"):
+        networks.with_speech_networks(wav2vec2=wrong)
+    with pytest.raises(CheckpointError, match="speech-emotion model"):
+        load_emotion_encoder(small_model_dir / AUDIO_MODEL_NAME)

@@ -12,7 +12,7 @@ from huggingface_hub.errors import OfflineModeIsEnabled
 from huggingface_hub.hf_api import RepoFile
 
 from float_model import download
-from float_model.config import EMOTION_MODEL_NAME
+from float_model.config import AUDIO_MODEL_NAME, EMOTION_MODEL_NAME
 from float_model.download import DownloadError, download_models, git_blob_sha1, missing_model_files
 
 
@@ -159,3 +159,11 @@ def test_git_blob_sha1_is_gits_object_id(tmp_path):
     path = tmp_path / "config.json"
     path.write_bytes(b'{"a": 1}\n')
     assert git_blob_sha1(path) == "cb5b2f69babc53f9145b45ad20b9a075d48717ef"  # `git hash-object config.json`
+
+
+def test_one_network_at_a_time_with_per_file_progress(hub, tmp_path):
+    reports = []
+    download_models(tmp_path, progress=False, only=lambda path: path.startswith(f"{AUDIO_MODEL_NAME}/"), on_file=lambda *r: reports.append(r))
+    audio_files = [file.local_path for file in download.MODEL_FILES["float.pth"] if file.local_path.startswith(f"{AUDIO_MODEL_NAME}/")]
+    assert sorted(hub.downloads) == sorted(audio_files)
+    assert [(done, total) for _, done, total in reports] == [(i + 1, len(audio_files)) for i in range(len(audio_files))]

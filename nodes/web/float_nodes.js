@@ -18,7 +18,7 @@ app.registerExtension({
           serialize: false,
         });
         widget.element.readOnly = true;
-        widget.element.rows = 3;
+        widget.element.rows = 4;
       }
       widget.element.value = text;
       this.setSize([this.size[0], this.computeSize()[1]]);

@@ -225,6 +225,11 @@ class ComfyServer:
     def template_thumbnail(self, pack_name: str, name: str) -> bytes:
         return self.get_bytes(f"/api/workflow_templates/{_quote(pack_name)}/{_quote(name)}.jpg")
 
+    def busy(self) -> bool:
+        """Whether a prompt is running or waiting (GET /queue)."""
+        queue = self._get_json("/queue")
+        return bool(queue["queue_running"] or queue["queue_pending"])
+
     def get_bytes(self, path: str) -> bytes:
         status, body = self._request("GET", path)
         if status != 200:

@@ -241,6 +241,24 @@ def test_out_of_range_settings_are_refused_before_running(comfy):
     assert "nfe" in json.dumps(rejected.value.node_errors)
 
 
+def test_a_missing_model_file_offline_says_where_to_get_it(comfy, models):
+    # The loader offers the released name when it is not installed, and tries to download it on first use;
+    # the test server has no Hub (HF_HUB_OFFLINE), as a user without internet.
+    folder = models / "float" / "wav2vec2-base-960h"
+    aside = folder.rename(models / "aside")
+    try:
+        prompt = template_prompt(comfy, "float_all_in_one")
+        set_inputs(prompt, "FloatLoadAudioEncoder", precision="fp32")  # new settings: not taken from the cache
+        result = comfy.run(prompt)
+    finally:
+        aside.rename(folder)
+    assert result.status == "error" and result.error.node_type == "FloatLoadAudioEncoder"
+    message = result.error.exception_message
+    assert "could not be downloaded" in message
+    assert "https://huggingface.co/yuvraj108c/float/resolve/main/wav2vec2-base-960h/model.safetensors" in message
+    assert str(folder / "model.safetensors") in message
+
+
 # --- Cancel ----------------------------------------------------------------------------------------------------
 
 

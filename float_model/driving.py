@@ -107,3 +107,17 @@ def blend_motion(audio_motion: Tensor, video_motion: Tensor, weight: float | Ten
     audio_coords, video_coords = audio_motion @ basis, video_motion @ basis
     coords = weight * audio_coords + (1 - weight) * video_coords
     return audio_motion - audio_coords @ basis.T + coords @ basis.T
+
+
+def split_by_frequency(audio_motion: Tensor, video_motion: Tensor, sigma_frames: float) -> Tensor:
+    """Slow movement from the video, quick movement from the audio: smooth(video) + audio - smooth(audio).
+
+    Head turns and nods are slower than the lips, so the split keeps the video's head motion and the
+    speech's lip motion without knowing which basis directions move what. `sigma_frames` is the Gaussian
+    width that divides slow from quick (about 0.2 s works at 25 fps); both motions are (B, T, D).
+    """
+    if audio_motion.shape != video_motion.shape:
+        raise ValueError(f"audio motion {tuple(audio_motion.shape)} and video motion {tuple(video_motion.shape)} differ: resample them to the same frame count")
+    if sigma_frames <= 0:
+        raise ValueError(f"the split needs a positive width in frames, got {sigma_frames}")
+    return smooth_motion(video_motion, sigma_frames) + audio_motion - smooth_motion(audio_motion, sigma_frames)

@@ -14,7 +14,7 @@ from .examples import install_example_inputs
 
 log = logging.getLogger(__name__)
 
-NODE_MODULES = ("loaders", "face", "encode", "speech", "sample", "decode", "animate")
+NODE_MODULES = ("loaders", "face", "encode", "speech", "sample", "edit", "driving", "motion_files", "decode", "paste", "animate")
 
 runtime.register_model_folder()
 install_example_inputs()

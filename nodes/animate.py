@@ -62,8 +62,8 @@ class FloatAnimate:
         else:
             chosen = stages.chosen_emotion(emotion, EMOTIONS)
         motion = stages.sample(model, appearance, features, chosen, nfe, solver, audio_guidance, emotion_guidance, seed, official)
-        frames = stages.decode(model, appearance, motion, decode_batch_size)
-        return (frames, audio, features.fps, features.output_frames)
+        frames, fps = stages.decode(model, appearance, motion, decode_batch_size)
+        return (frames, audio, fps, features.output_frames)
 
 
 NODE_CLASS_MAPPINGS = {"FloatAnimate": FloatAnimate}

@@ -1,5 +1,5 @@
-"""The bundled public-domain portrait and speech clip, put in ComfyUI's input folder so that Load Image and
-Load Audio can offer them and the shipped workflows run without the user adding files."""
+"""The bundled public-domain portrait, speech clip and driving video, put in ComfyUI's input folder so that Load Image and
+Load Audio (and Load Video) can offer them and the shipped workflows run without the user adding files."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 EXAMPLE_INPUTS = {
     "float_example_portrait.jpg": "grace_hopper.jpg",
     "float_example_speech.wav": "speech_librivox.wav",
+    "float_example_driving.mp4": "driving_head_motion.mp4",
 }
 
 

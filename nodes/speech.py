@@ -46,7 +46,7 @@ class FloatAudioFeatures:
         "The features, for Sample Motion and Speech to Emotion.",
         "Frames of the finished video (per clip).",
         "The frame rate chosen.",
-        "The input audio, unchanged, to put under the video.",
+        "The input audio (its preview part, if one was chosen), to put under the video.",
     )
 
     @classmethod
@@ -61,10 +61,15 @@ class FloatAudioFeatures:
                     "BOOLEAN",
                     {"default": False, "tooltip": "Encode the whole clip in one pass as the official code does. Off: 20 s windows, same result for short clips and flat memory for long ones."},
                 ),
+                "preview_seconds": (
+                    "FLOAT",
+                    {"default": 0.0, "min": 0.0, "max": 3600.0, "step": 0.5, "tooltip": "Use only the first seconds of the audio, for a quick look (on a CPU, say). 0: the whole clip."},
+                ),
             }
         }
 
-    def extract(self, model, audio_encoder, audio, fps, official):
+    def extract(self, model, audio_encoder, audio, fps, official, preview_seconds):
+        audio = stages.trim_audio(audio, preview_seconds)
         features = stages.extract_audio_features(model, audio_encoder, audio, fps, official)
         return (features, features.output_frames, features.fps, audio)
 
@@ -121,13 +126,81 @@ class FloatEmotion:
         return (stages.chosen_emotion(emotion, EMOTIONS),)
 
 
+def parse_keyframes(text: str, labels: tuple[str, ...]) -> list[tuple[float, str]]:
+    """'0: neutral, 2.5: happy' (commas or new lines; seconds, then a label) -> [(0.0, 'neutral'), (2.5, 'happy')]."""
+    keyframes = []
+    for entry in filter(None, (part.strip() for part in text.replace("\n", ",").split(","))):
+        time, separator, label = entry.partition(":")
+        try:
+            seconds = float(time.strip().rstrip("s"))
+        except ValueError:
+            seconds = None
+        if not separator or seconds is None or seconds < 0 or label.strip().lower() not in labels:
+            raise ValueError(f"emotion keyframe {entry!r} is not 'seconds: emotion' with an emotion among {', '.join(labels)}")
+        keyframes.append((seconds, label.strip().lower()))
+    if not keyframes:
+        raise ValueError("no emotion keyframes: write one per line, e.g. '0: neutral' then '3.5: happy'")
+    return keyframes
+
+
+class FloatEmotionKeyframes:
+    DESCRIPTION = (
+        "Emotion that changes over the clip: an emotion at each given time, blended smoothly in between and held "
+        "before the first and after the last. For per-segment emotion redirection; raise emotion guidance to 5-10."
+    )
+    CATEGORY = "FLOAT"
+    FUNCTION = "schedule"
+    RETURN_TYPES = (FLOAT_EMOTION,)
+    RETURN_NAMES = ("emotion",)
+    OUTPUT_TOOLTIPS = ("One emotion per frame, for Sample Motion.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "audio_features": (FLOAT_AUDIO_FEATURES, {"tooltip": "From FLOAT Audio Features: the clip the emotion follows."}),
+                "keyframes": (
+                    "STRING",
+                    {"default": "0: neutral\n2: happy", "multiline": True, "tooltip": f"One 'seconds: emotion' per line. Emotions: {', '.join(EMOTIONS)}."},
+                ),
+            }
+        }
+
+    def schedule(self, audio_features, keyframes):
+        return (stages.emotion_keyframes(audio_features, parse_keyframes(keyframes, EMOTIONS), EMOTIONS),)
+
+
+class FloatAudioBatch:
+    DESCRIPTION = (
+        "Several speech clips as one AUDIO batch, so that a batch of portraits each gets its own clip in one run "
+        "(portrait 1 with clip 1 ...). Clips are resampled to the first clip's rate; shorter ones end in silence."
+    )
+    CATEGORY = "FLOAT"
+    FUNCTION = "batch"
+    RETURN_TYPES = ("AUDIO",)
+    RETURN_NAMES = ("audio",)
+    OUTPUT_TOOLTIPS = ("The clips as one AUDIO batch, for Audio Features.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        clip = ("AUDIO", {"tooltip": "A speech clip, in the order of the portraits."})
+        return {"required": {"audio_1": clip, "audio_2": clip}, "optional": {"audio_3": clip, "audio_4": clip}}
+
+    def batch(self, audio_1, audio_2, audio_3=None, audio_4=None):
+        return (stages.batch_audio([clip for clip in (audio_1, audio_2, audio_3, audio_4) if clip is not None]),)
+
+
 NODE_CLASS_MAPPINGS = {
     "FloatAudioFeatures": FloatAudioFeatures,
     "FloatSpeechToEmotion": FloatSpeechToEmotion,
     "FloatEmotion": FloatEmotion,
+    "FloatEmotionKeyframes": FloatEmotionKeyframes,
+    "FloatAudioBatch": FloatAudioBatch,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "FloatAudioFeatures": "FLOAT Audio Features",
     "FloatSpeechToEmotion": "FLOAT Speech to Emotion",
     "FloatEmotion": "FLOAT Emotion",
+    "FloatEmotionKeyframes": "FLOAT Emotion Keyframes",
+    "FloatAudioBatch": "FLOAT Audio Batch",
 }

@@ -121,7 +121,12 @@ class Emotion:
 
 @dataclass(frozen=True)
 class Motion:
-    """FLOAT_MOTION: sampled motion latents, one per output frame, (B, frames, 512), at `fps`."""
+    """FLOAT_MOTION: motion latents, one per output frame, (B, frames, 512), at `fps`, for `seconds` of audio."""
 
     latents: Tensor
     fps: float
+    seconds: float
+
+    @property
+    def batch(self) -> int:
+        return self.latents.shape[0]

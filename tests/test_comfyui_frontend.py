@@ -18,7 +18,7 @@ from test_comfyui_nodes import PACK, REPO, WORKFLOWS
 pytestmark = [pytest.mark.comfyui, pytest.mark.skipif(frontend_unavailable() is not None, reason=str(frontend_unavailable()))]
 
 # Values of UI-only widgets that the front end puts into the prompt and ComfyUI ignores.
-UI_ONLY_INPUTS = {"LoadAudio": {"audioUI"}}
+UI_ONLY_INPUTS = {"LoadAudio": {"audioUI"}, "LoadVideo": {"video-preview"}}
 
 
 @pytest.fixture(scope="module")

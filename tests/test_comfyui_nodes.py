@@ -27,10 +27,12 @@ pytestmark = pytest.mark.comfyui
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "assets"
 PACK = "comfyui-float"
-WORKFLOWS = ("float_all_in_one", "float_step_by_step")
+WORKFLOWS = ("float_all_in_one", "float_step_by_step", "float_paste_back", "float_long_audio_to_file", "float_video_drives_head")
 NODES = {
     "FloatLoadModel", "FloatLoadAudioEncoder", "FloatLoadEmotionModel", "FloatFaceCrop", "FloatEncodeImage",
-    "FloatAudioFeatures", "FloatSpeechToEmotion", "FloatEmotion", "FloatSampleMotion", "FloatDecode", "FloatAnimate",
+    "FloatAudioFeatures", "FloatSpeechToEmotion", "FloatEmotion", "FloatEmotionKeyframes", "FloatSampleMotion",
+    "FloatEditMotion", "FloatResampleMotion", "FloatVideoMotion", "FloatBlendMotion", "FloatSaveMotion",
+    "FloatLoadMotion", "FloatDecode", "FloatDecodeToFile", "FloatPasteBack", "FloatAudioBatch", "FloatAnimate",
 }  # fmt: skip
 SPEECH_FRAMES = math.ceil(47840 / 16000 * 25)  # the bundled clip: 2.99 s at 25 fps
 
@@ -167,6 +169,29 @@ def test_step_by_step_workflow_redirects_emotion_and_shows_the_prediction(comfy)
     (shown,) = result.outputs[node_id(prompt, "FloatSpeechToEmotion")]["text"]
     assert sorted(part.split()[0] for part in shown.split(", ")) == sorted(["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"])
     assert prompt[node_id(prompt, "FloatEmotion")]["inputs"]["emotion"] == "happy"
+
+
+def test_paste_back_workflow_returns_the_photo_animated_at_full_resolution(comfy):
+    result = comfy.run(template_prompt(comfy, "float_paste_back"))
+    assert result.status == "success", result.error
+    (video,) = videos(result)
+    assert video_streams(video) == (SPEECH_FRAMES, 768, True)  # the 512 x 600 photo, scaled by 1.5
+
+
+def test_long_audio_workflow_streams_the_pasted_video_to_a_file(comfy):
+    prompt = template_prompt(comfy, "float_long_audio_to_file")
+    result = comfy.run(prompt)
+    assert result.status == "success", result.error
+    (video,) = videos(result)
+    assert video_streams(video) == (SPEECH_FRAMES, 512, True)  # pasted back into the 512 x 600 photo
+    assert result.outputs[node_id(prompt, "FloatDecodeToFile")]["images"][0]["filename"] == video.name
+
+
+def test_video_driven_workflow_moves_the_head_with_the_video(comfy):
+    result = comfy.run(template_prompt(comfy, "float_video_drives_head"))
+    assert result.status == "success", result.error
+    (video,) = videos(result)
+    assert video_streams(video) == (SPEECH_FRAMES, 32, True)
 
 
 def test_changing_a_decode_setting_does_not_sample_again(comfy):

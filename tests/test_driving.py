@@ -1,5 +1,6 @@
 """Video-driven motion: face tracking over a synthetic driving clip, relative motion, blending."""
 
+import math
 from pathlib import Path
 
 import cv2
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from float_model.crop_box import CropBox
-from float_model.driving import blend_motion, smooth_boxes, track_face, video_motion
+from float_model.driving import blend_motion, smooth_boxes, split_by_frequency, track_face, video_motion
 from float_model.face import NoFaceError, YuNetDetector, cut_crop
 from float_model.media import load_image
 
@@ -90,3 +91,16 @@ def test_blending_audio_and_video_motion():
         blend_motion(audio, video[:, :5], 0.5)
     with pytest.raises(ValueError, match="per-direction weights need the motion basis"):
         blend_motion(audio, video, torch.ones(4))
+
+
+def test_frequency_split_takes_slow_motion_from_video_and_quick_motion_from_audio():
+
+    t = torch.arange(200, dtype=torch.float64)
+    slow, quick = torch.sin(2 * math.pi * t / 100), torch.sin(2 * math.pi * t / 4)  # a 4 s nod, 6 Hz lips at 25 fps
+    audio = (0.3 * slow + quick)[None, :, None]  # the audio-driven motion nods a little differently
+    video = (slow + 0.2 * quick)[None, :, None]
+    mixed = split_by_frequency(audio, video, sigma_frames=3.0)[0, 20:-20, 0]
+    wanted = (slow + quick)[20:-20]
+    assert (mixed - wanted).abs().max() < 0.05
+    with pytest.raises(ValueError, match="differ"):
+        split_by_frequency(audio, video[:, :10], 3.0)

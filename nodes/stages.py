@@ -268,17 +268,20 @@ def paste_frames(frames: Tensor, crops: Crops, originals: Tensor, feather: float
     if len(sizes) > 1:
         raise ValueError("the portraits come from pictures of different sizes: paste them back one by one")
     per_portrait = frames.shape[0] // portraits
-    chunk = 16  # bounds the float32 working copies of full-resolution pictures
+    (height, width), chunk = sizes.pop(), 16  # chunks bound the float32 working copies of full-size pictures
+    # Filled in place, chunk by chunk: the pasted frames are never held twice.
+    pasted = torch.empty(frames.shape[0], height, width, 3, dtype=torch.float32, device=to_intermediate(frames).device)
     progress = Progress(frames.shape[0])
-    pasted, masks = [], []
+    masks = []
     for portrait in range(portraits):
         for start in range(0, per_portrait, chunk):
-            block = frames[portrait * per_portrait + start : portrait * per_portrait + min(start + chunk, per_portrait)]
+            first = portrait * per_portrait + start
+            block = frames[first : portrait * per_portrait + min(start + chunk, per_portrait)]
             composite, placed = _paste(block, crops, originals, portrait, start, feather, color_match, mask)
-            pasted.append(to_intermediate(composite))
-            progress(portrait * per_portrait + start + block.shape[0])
+            pasted[first : first + block.shape[0]] = composite.to(pasted.device)
+            progress(first + block.shape[0])
         masks.append(placed if placed.dim() == 2 else placed[0])
-    return torch.cat(pasted), to_intermediate(torch.stack(masks))
+    return pasted, to_intermediate(torch.stack(masks))
 
 
 def trim_audio(audio: dict, seconds: float) -> dict:

@@ -179,3 +179,15 @@ def test_cancel_while_writing_a_file_leaves_no_file(comfy):
     assert result.interrupted
     assert max(progress_of(comfy, prompt_id, "100")) < 1500 / 2
     assert not list(comfy.output_dir.rglob("*cancelled*")) and not list(comfy.output_dir.rglob("*.part"))
+
+
+def test_blend_modes_and_their_direction_lists(comfy):
+    prompt = template_prompt(comfy, "float_video_drives_head")
+    blend = node_id(prompt, "FloatBlendMotion")
+    prompt["900"] = {"class_type": "SaveImage", "inputs": {"images": [node_id(prompt, "FloatDecode"), 0], "filename_prefix": "blend"}}
+    for mode in ("mix", "chosen directions from audio"):
+        set_inputs(prompt, "FloatBlendMotion", mode=mode, directions="0-2, 5")
+        assert len(saved_frames(comfy.run(prompt), "blend")) == SPEECH_FRAMES
+    prompt[blend]["inputs"]["directions"] = "0-9"
+    result = comfy.run(prompt)
+    assert result.status == "error" and "'0-9' is not a direction or range within 0-7" in result.error.exception_message

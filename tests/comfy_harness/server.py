@@ -101,6 +101,11 @@ class ComfyServer:
         return f"http://{HOST}:{self.port}"
 
     @property
+    def pid(self) -> int:
+        """The ComfyUI process (for memory measurements)."""
+        return self._proc.pid
+
+    @property
     def input_dir(self) -> Path:
         return self.base_dir / "input"
 

@@ -17,19 +17,49 @@ import torch
 from torch import Tensor
 
 from ..float_model.checkpoint import load_emotion_encoder
+from ..float_model.driving import (
+    blend_motion,
+    split_by_frequency,
+    track_face,
+    video_motion,
+)
 from ..float_model.face import MARGIN, YuNetDetector, as_rgb, cut_crop, find_crop
-from ..float_model.driving import blend_motion, split_by_frequency, track_face, video_motion
-from ..float_model.motion import damp_motion, edit_motion, resample_motion, smooth_motion
+from ..float_model.motion import (
+    damp_motion,
+    edit_motion,
+    resample_motion,
+    smooth_motion,
+)
 from ..float_model.paste import paste_back
 from ..float_model.pipeline import frames_to_images, image_to_model
 from ..float_model.sampling import SamplingProgress, iter_sample_motion
-from ..float_model.speech import SAMPLE_RATE, emotion_from_label, emotion_per_window, emotion_schedule, encode_audio, predict_emotion, prepare_audio
+from ..float_model.speech import (
+    SAMPLE_RATE,
+    emotion_from_label,
+    emotion_per_window,
+    emotion_schedule,
+    encode_audio,
+    predict_emotion,
+    prepare_audio,
+)
 from ..float_model.video import write_video
 from .runtime import Progress, locate_or_download, to_intermediate, working
-from .types import Appearance, AudioFeatures, Crops, Emotion, LazyEmotionModel, LoadedAudioEncoder, LoadedFloat, Motion
+from .types import (
+    Appearance,
+    AudioFeatures,
+    Crops,
+    Emotion,
+    LazyEmotionModel,
+    LoadedAudioEncoder,
+    LoadedFloat,
+    Motion,
+)
 
 CROP_SIZE = 512
 DETECTION_THRESHOLD = 0.6
+
+
+# --- Portraits -----------------------------------------------------------------------------------------------------
 
 
 def image_batch_to_uint8(images: Tensor) -> list[np.ndarray]:
@@ -84,6 +114,37 @@ def encode_portraits(loaded: LoadedFloat, images: Tensor) -> Appearance:
     )
 
 
+# --- Speech --------------------------------------------------------------------------------------------------------
+
+
+def trim_audio(audio: dict, seconds: float) -> dict:
+    """The first `seconds` of an AUDIO (0 keeps it whole): a preview costs a fraction of the full run."""
+    if seconds <= 0:
+        return audio
+    keep = max(1, round(seconds * int(audio["sample_rate"])))
+    return {**audio, "waveform": audio["waveform"][..., :keep]}
+
+
+def batch_audio(clips: list[dict]) -> dict:
+    """Several AUDIO clips -> one AUDIO batch, one clip per portrait: resampled to the first clip's rate (soxr),
+    mono clips repeated to the widest channel count, shorter clips padded with silence at the end."""
+    rate = int(clips[0]["sample_rate"])
+    channels = max(clip["waveform"].shape[1] for clip in clips)
+    waves = []
+    for clip in clips:
+        for item in clip["waveform"]:
+            wave = item.float().cpu()
+            if int(clip["sample_rate"]) != rate:
+                wave = torch.from_numpy(np.ascontiguousarray(soxr.resample(wave.T.numpy(), int(clip["sample_rate"]), rate, quality="HQ").T))
+            if wave.shape[0] != channels:
+                if wave.shape[0] != 1:
+                    raise ValueError(f"cannot batch a {wave.shape[0]}-channel clip with {channels}-channel ones: make them mono or stereo alike")
+                wave = wave.expand(channels, -1)
+            waves.append(wave)
+    length = max(wave.shape[-1] for wave in waves)
+    return {"waveform": torch.stack([torch.nn.functional.pad(wave, (0, length - wave.shape[-1])) for wave in waves]), "sample_rate": rate}
+
+
 def extract_audio_features(loaded: LoadedFloat, encoder: LoadedAudioEncoder, audio: dict, fps: float, official: bool) -> AudioFeatures:
     """ComfyUI AUDIO (any rate, channels and batch) -> wav2vec2 features at 25 fps and the prepared waveform."""
     if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
@@ -94,6 +155,9 @@ def extract_audio_features(loaded: LoadedFloat, encoder: LoadedAudioEncoder, aud
     with working((encoder.wav2vec2, encoder.placement), (projection, loaded.placement)):
         features = encode_audio(model, waveform, frames, official=official)
     return AudioFeatures(to_intermediate(features), waveform, float(fps), waveform.shape[-1] / SAMPLE_RATE)
+
+
+# --- Emotion -------------------------------------------------------------------------------------------------------
 
 
 def _emotion_encoder(handle: LazyEmotionModel) -> torch.nn.Module:
@@ -120,6 +184,15 @@ def speech_emotion(loaded: LoadedFloat, emotion_model: LazyEmotionModel, feature
 
 def chosen_emotion(label: str, labels: tuple[str, ...]) -> Emotion:
     return Emotion(emotion_from_label(label, 1, labels), labels)
+
+
+def emotion_keyframes(features: AudioFeatures, keyframes: list[tuple[float, str]], labels: tuple[str, ...]) -> Emotion:
+    """Emotion that changes over the clip: labels at times, blended linearly in between, one per 25 fps frame."""
+    frames = features.features.shape[1]
+    return Emotion(emotion_schedule(keyframes, frames, features.batch, 25.0, labels), labels)
+
+
+# --- Motion --------------------------------------------------------------------------------------------------------
 
 
 def _batch(**sizes: int) -> int:
@@ -169,6 +242,70 @@ def sample(
     if features.fps != model.config.fps:
         latents = resample_motion(latents, features.seconds, features.fps, model.config.fps)
     return Motion(latents, features.fps, features.seconds)
+
+
+def edit(loaded: LoadedFloat, appearance: Appearance, motion: Motion, movement: float, smoothing: float, scales: Tensor | None, offsets: Tensor | None) -> Motion:
+    """Motion edited in FLOAT's latent space: motion-basis coefficients scaled and offset (lambda editing),
+    movement around the portrait's own pose damped or exaggerated, then smoothed over time."""
+    model = loaded.model
+    latents = motion.latents.float()
+    if scales is not None or offsets is not None:
+        latents = edit_motion(latents, model.motion_basis().float().to(latents.device), scales, offsets)
+    if movement != 1.0:
+        reference = model.motion_latent(appearance.motion_coefficients).float().to(latents.device)
+        latents = damp_motion(latents, reference.expand(latents.shape[0], -1), movement)
+    latents = smooth_motion(latents, smoothing * motion.fps)
+    return Motion(latents, motion.fps, motion.seconds)
+
+
+def resample(motion: Motion, fps: float) -> Motion:
+    """The same motion at another frame rate, as many frames as the audio lasts."""
+    return Motion(resample_motion(motion.latents, motion.seconds, fps, motion.fps), fps, motion.seconds)
+
+
+def driving_motion(loaded: LoadedFloat, appearance: Appearance, video: Tensor, fps: float, smoothing: float) -> Motion:
+    """Video frames (IMAGE) of a face -> the motion that makes the portrait move like it, frame 0 being the
+    portrait's own pose. The face is tracked (YuNet) and its crop square smoothed over `smoothing` seconds."""
+    if appearance.batch != 1:
+        raise ValueError(f"video motion drives one portrait; {appearance.batch} are connected")
+    model = loaded.model
+    pictures = image_batch_to_uint8(video)
+    boxes = track_face(pictures, YuNetDetector(), smoothing=smoothing * fps)
+    reference = model.motion_latent(appearance.motion_coefficients)
+    with working((model.motion_autoencoder, loaded.placement)):
+        latents = video_motion(model, pictures, reference, boxes)
+    return Motion(to_intermediate(latents), float(fps), len(pictures) / fps)
+
+
+def _match_length(motion: Motion, target: Motion) -> Tensor:
+    """`motion` at `target`'s frame rate and length: resampled, then cut or held on its last frame."""
+    latents = resample_motion(motion.latents, motion.seconds, target.fps, motion.fps)
+    frames = target.latents.shape[1]
+    if latents.shape[1] < frames:
+        latents = torch.cat([latents, latents[:, -1:].expand(-1, frames - latents.shape[1], -1)], dim=1)
+    return latents[:, :frames].expand(target.batch, -1, -1)
+
+
+def blend(loaded: LoadedFloat, audio_motion: Motion, video_driven: Motion, mode: str, audio_weight: float, split_seconds: float, directions: list[int]) -> Motion:
+    """Audio-driven and video-driven motion combined, on the audio motion's frames:
+    "split": slow movement (head) from the video, quick movement (lips) from the audio;
+    "mix": audio_weight x audio + (1 - audio_weight) x video;
+    "directions": the chosen motion-basis directions from the audio, the others from the video."""
+    video = _match_length(video_driven, audio_motion)
+    audio = audio_motion.latents
+    if mode == "split":
+        latents = split_by_frequency(audio, video, split_seconds * audio_motion.fps)
+    elif mode == "mix":
+        latents = blend_motion(audio, video, audio_weight)
+    else:
+        basis = loaded.model.motion_basis().float()
+        weight = torch.zeros(basis.shape[1])
+        weight[directions] = 1.0
+        latents = blend_motion(audio, video, weight, basis)
+    return Motion(latents, audio_motion.fps, audio_motion.seconds)
+
+
+# --- Frames --------------------------------------------------------------------------------------------------------
 
 
 def decode(loaded: LoadedFloat, appearance: Appearance, motion: Motion, batch_size: int, every_nth_frame: int = 1) -> tuple[Tensor, float]:
@@ -282,98 +419,3 @@ def paste_frames(frames: Tensor, crops: Crops, originals: Tensor, feather: float
             progress(first + block.shape[0])
         masks.append(placed if placed.dim() == 2 else placed[0])
     return pasted, to_intermediate(torch.stack(masks))
-
-
-def trim_audio(audio: dict, seconds: float) -> dict:
-    """The first `seconds` of an AUDIO (0 keeps it whole): a preview costs a fraction of the full run."""
-    if seconds <= 0:
-        return audio
-    keep = max(1, round(seconds * int(audio["sample_rate"])))
-    return {**audio, "waveform": audio["waveform"][..., :keep]}
-
-
-def edit(loaded: LoadedFloat, appearance: Appearance, motion: Motion, movement: float, smoothing: float, scales: Tensor | None, offsets: Tensor | None) -> Motion:
-    """Motion edited in FLOAT's latent space: motion-basis coefficients scaled and offset (lambda editing),
-    movement around the portrait's own pose damped or exaggerated, then smoothed over time."""
-    model = loaded.model
-    latents = motion.latents.float()
-    if scales is not None or offsets is not None:
-        latents = edit_motion(latents, model.motion_basis().float().to(latents.device), scales, offsets)
-    if movement != 1.0:
-        reference = model.motion_latent(appearance.motion_coefficients).float().to(latents.device)
-        latents = damp_motion(latents, reference.expand(latents.shape[0], -1), movement)
-    latents = smooth_motion(latents, smoothing * motion.fps)
-    return Motion(latents, motion.fps, motion.seconds)
-
-
-def resample(motion: Motion, fps: float) -> Motion:
-    """The same motion at another frame rate, as many frames as the audio lasts."""
-    return Motion(resample_motion(motion.latents, motion.seconds, fps, motion.fps), fps, motion.seconds)
-
-
-def emotion_keyframes(features: AudioFeatures, keyframes: list[tuple[float, str]], labels: tuple[str, ...]) -> Emotion:
-    """Emotion that changes over the clip: labels at times, blended linearly in between, one per 25 fps frame."""
-    frames = features.features.shape[1]
-    return Emotion(emotion_schedule(keyframes, frames, features.batch, 25.0, labels), labels)
-
-
-def driving_motion(loaded: LoadedFloat, appearance: Appearance, video: Tensor, fps: float, smoothing: float) -> Motion:
-    """Video frames (IMAGE) of a face -> the motion that makes the portrait move like it, frame 0 being the
-    portrait's own pose. The face is tracked (YuNet) and its crop square smoothed over `smoothing` seconds."""
-    if appearance.batch != 1:
-        raise ValueError(f"video motion drives one portrait; {appearance.batch} are connected")
-    model = loaded.model
-    pictures = image_batch_to_uint8(video)
-    boxes = track_face(pictures, YuNetDetector(), smoothing=smoothing * fps)
-    reference = model.motion_latent(appearance.motion_coefficients)
-    with working((model.motion_autoencoder, loaded.placement)):
-        latents = video_motion(model, pictures, reference, boxes)
-    return Motion(to_intermediate(latents), float(fps), len(pictures) / fps)
-
-
-def _match_length(motion: Motion, target: Motion) -> Tensor:
-    """`motion` at `target`'s frame rate and length: resampled, then cut or held on its last frame."""
-    latents = resample_motion(motion.latents, motion.seconds, target.fps, motion.fps)
-    frames = target.latents.shape[1]
-    if latents.shape[1] < frames:
-        latents = torch.cat([latents, latents[:, -1:].expand(-1, frames - latents.shape[1], -1)], dim=1)
-    return latents[:, :frames].expand(target.batch, -1, -1)
-
-
-def blend(loaded: LoadedFloat, audio_motion: Motion, video_driven: Motion, mode: str, audio_weight: float, split_seconds: float, directions: list[int]) -> Motion:
-    """Audio-driven and video-driven motion combined, on the audio motion's frames:
-    "split": slow movement (head) from the video, quick movement (lips) from the audio;
-    "mix": audio_weight x audio + (1 - audio_weight) x video;
-    "directions": the chosen motion-basis directions from the audio, the others from the video."""
-    video = _match_length(video_driven, audio_motion)
-    audio = audio_motion.latents
-    if mode == "split":
-        latents = split_by_frequency(audio, video, split_seconds * audio_motion.fps)
-    elif mode == "mix":
-        latents = blend_motion(audio, video, audio_weight)
-    else:
-        basis = loaded.model.motion_basis().float()
-        weight = torch.zeros(basis.shape[1])
-        weight[directions] = 1.0
-        latents = blend_motion(audio, video, weight, basis)
-    return Motion(latents, audio_motion.fps, audio_motion.seconds)
-
-
-def batch_audio(clips: list[dict]) -> dict:
-    """Several AUDIO clips -> one AUDIO batch, one clip per portrait: resampled to the first clip's rate (soxr),
-    mono clips repeated to the widest channel count, shorter clips padded with silence at the end."""
-    rate = int(clips[0]["sample_rate"])
-    channels = max(clip["waveform"].shape[1] for clip in clips)
-    waves = []
-    for clip in clips:
-        for item in clip["waveform"]:
-            wave = item.float().cpu()
-            if int(clip["sample_rate"]) != rate:
-                wave = torch.from_numpy(np.ascontiguousarray(soxr.resample(wave.T.numpy(), int(clip["sample_rate"]), rate, quality="HQ").T))
-            if wave.shape[0] != channels:
-                if wave.shape[0] != 1:
-                    raise ValueError(f"cannot batch a {wave.shape[0]}-channel clip with {channels}-channel ones: make them mono or stereo alike")
-                wave = wave.expand(channels, -1)
-            waves.append(wave)
-    length = max(wave.shape[-1] for wave in waves)
-    return {"waveform": torch.stack([torch.nn.functional.pad(wave, (0, length - wave.shape[-1])) for wave in waves]), "sample_rate": rate}

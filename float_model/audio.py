@@ -32,6 +32,11 @@ def normalize_waveform(waveform: Tensor) -> Tensor:
     return (waveform - mean) / torch.sqrt(var + 1e-7)
 
 
+def audio_projection(stacked_dim: int, audio_dim: int) -> nn.Sequential:
+    """Stacked wav2vec2 states -> the FMT's audio features: Linear, LayerNorm, SiLU (trained in phase 2)."""
+    return nn.Sequential(nn.Linear(stacked_dim, audio_dim), nn.LayerNorm(audio_dim), nn.SiLU())
+
+
 class AudioEncoder(nn.Module):
     """Normalised 16 kHz waveform -> one 512-d audio feature per video frame.
 
@@ -44,10 +49,21 @@ class AudioEncoder(nn.Module):
         super().__init__()
         self.wav2vec2 = Wav2Vec2Model(wav2vec2_config(config))
         stacked = self.wav2vec2.config.num_hidden_layers * self.wav2vec2.config.hidden_size
-        self.audio_projection = nn.Sequential(nn.Linear(stacked, audio_dim), nn.LayerNorm(audio_dim), nn.SiLU())
+        self.audio_projection = audio_projection(stacked, audio_dim)
 
     def forward(self, waveform: Tensor, num_frames: int, samples_per_frame: int = 640) -> Tensor:
         """waveform (B, N) normalised -> audio features (B, num_frames, audio_dim)."""
+        return self.project(self.stacked_features(waveform, num_frames, samples_per_frame))
+
+    def project(self, stacked: Tensor) -> Tensor:
+        """Stacked wav2vec2 hidden states (B, T, layers * hidden) -> audio features (B, T, audio_dim): the part
+        that trains in phase 2, so training caches the stacked states and applies only this."""
+        # wav2vec2 may live on another device or in another dtype than the projection (ComfyUI's separate loaders).
+        projection = self.audio_projection[0].weight
+        return self.audio_projection(stacked.to(projection.device, projection.dtype))
+
+    def stacked_features(self, waveform: Tensor, num_frames: int, samples_per_frame: int = 640) -> Tensor:
+        """waveform (B, N) normalised -> every transformer layer's output side by side, (B, num_frames, layers * hidden)."""
         if self.wav2vec2 is None:
             raise RuntimeError("this FLOAT model was loaded without its wav2vec2 audio encoder: attach one with with_speech_networks")
         # Replicate-pad to whole frames, as the official encoder does; shorter clips stay as they are.
@@ -66,10 +82,7 @@ class AudioEncoder(nn.Module):
         finally:
             hook.remove()
         # Entry 0 is the embedding before the first layer; FLOAT uses the layers' outputs.
-        stacked = torch.stack(hidden_states[1:], dim=2).flatten(2)  # (B, T, layers * hidden)
-        # wav2vec2 may live on another device or in another dtype than the projection (ComfyUI's separate loaders).
-        projection = self.audio_projection[0].weight
-        return self.audio_projection(stacked.to(projection.device, projection.dtype))
+        return torch.stack(hidden_states[1:], dim=2).flatten(2)  # (B, T, layers * hidden)
 
 
 class EmotionClassifierHead(nn.Module):

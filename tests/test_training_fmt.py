@@ -146,3 +146,23 @@ def test_prepared_clips_through_cache_training_and_export(tmp_path, small_model,
     run, _ = train(load_config(FMTTrainConfig, TINY, [*sizes, f"data.cache={tmp_path / 'cache'}", f"run.out_dir={tmp_path / 'run'}", "run.steps=2"]))
     model = load_float_model(export(run, tmp_path / "tuned.safetensors", base=small_model_dir), audio_encoder=small_model_dir / AUDIO_MODEL_NAME)
     assert model.config.fmt == small_config.fmt
+
+
+def test_the_documented_commands(tmp_path, small_model_dir):
+    """train_fmt and export as the README runs them, in fresh processes from the repository root."""
+    import subprocess
+    import sys
+
+    cache = write_cache(tmp_path / "cache", motion_dim=16, stacked_dim=24)
+    run = tmp_path / "run"
+    commands = [
+        ["-m", "training.train_fmt", "--config", str(TINY), f"data.cache={cache}", f"run.out_dir={run}", "run.steps=2"],
+        ["-m", "training.train_fmt", "--config", str(TINY), f"data.cache={cache}", f"run.out_dir={run}", "run.steps=4"],  # resumes
+        ["-m", "training.export", str(run), "--out", str(tmp_path / "fmt.safetensors")],
+    ]
+    for command in commands:
+        done = subprocess.run([sys.executable, *command], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+    # the second command continued at step 3 (a restart would have logged steps 1 and 2 again)
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert (tmp_path / "fmt.safetensors").is_file()

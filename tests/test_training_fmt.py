@@ -124,6 +124,13 @@ def test_export_loads_in_float_model_and_samples_motion(tmp_path, small_model_di
     assert motion.shape == (1, 60, 64) and torch.isfinite(motion).all()
 
 
+def test_overrides_read_numbers_as_numbers(tmp_path):
+    config = tiny_config(tmp_path, "optim.lr=1e-5", "optim.betas=[0.5, 0.9]", "run.steps=12", "run.precision=bf16")
+    assert (config.optim.lr, config.optim.betas, config.run.steps, config.run.precision) == (1e-5, (0.5, 0.9), 12, "bf16")
+    with pytest.raises(ValueError, match="optim.lr must be a number, got 'fast'"):
+        tiny_config(tmp_path, "optim.lr=fast")
+
+
 def test_unknown_settings_and_bad_overrides_are_named(tmp_path):
     with pytest.raises(ValueError, match="unknown setting.*optim.learning_rate"):
         tiny_config(tmp_path, "optim.learning_rate=1")

@@ -7,6 +7,7 @@ A folder of prepared clips holds, per clip:
 
     find_clips(folder)                    -> [Clip(name, video, audio)], sorted by name
     read_frames(video, size, batch)       -> batches of (n, size, size, 3) uint8 RGB frames, streamed
+    read_frames_at(video, indices, size)  -> chosen frames, by seeking (phase 1's random pairs)
     read_speech(clip)                     -> (waveform (N,) float32 at 16 kHz, 16000)
 
 Preparation (face tracking, cropping, re-timing to 25 fps) happens before this: the model runs at
@@ -122,6 +123,33 @@ def read_frames(video_path: PathLike, size: int, batch: int) -> Iterator[np.ndar
         raise ClipError(f"cannot read {path} as a video ({error}); prepared clips are H.264 mp4 files") from error
     if count == 0:
         raise ClipError(f"{path} holds no frames; the clip is empty or was cut short")
+
+
+def read_frames_at(video_path: PathLike, indices: list[int], size: int) -> list[np.ndarray]:
+    """Chosen frames of a prepared clip, (size, size, 3) uint8 RGB each, in the order asked: phase 1 reads
+    a few frames per clip, so it seeks to the keyframe before each one instead of decoding the whole clip."""
+    path = Path(video_path)
+    found: dict[int, np.ndarray] = {}
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            _check_stream(stream, path)
+            for target in sorted(set(indices)):
+                if target in found:
+                    continue
+                container.seek(int(target / FPS / stream.time_base), stream=stream, backward=True)
+                for frame in container.decode(stream):
+                    index = round(float(frame.pts * stream.time_base) * FPS)
+                    if index in indices and index not in found:
+                        found[index] = _resize(frame.to_ndarray(format="rgb24"), size)
+                    if index >= target:
+                        break
+    except (av.FFmpegError, IndexError) as error:
+        raise ClipError(f"cannot read frames of {path} ({error}); prepared clips are H.264 mp4 files") from error
+    missing = [i for i in indices if i not in found]
+    if missing:
+        raise ClipError(f"{path} has no frame {missing[0]}: the clip is shorter than its index says; prepare it again")
+    return [found[i] for i in indices]
 
 
 def read_speech(clip: Clip) -> tuple[Tensor, int]:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from float_model.config import FMTConfig
+from float_model.config import FMTConfig, MotionAutoEncoderConfig
 
 C = TypeVar("C")
 
@@ -76,6 +76,38 @@ class FMTTrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
 
+@dataclass
+class ClipsConfig:
+    clips: str = "clips"  # prepared clips (python -m training.prepare): <name>.mp4, .wav, .boxes.json
+    num_workers: int = 4  # processes decoding frames for the next batches
+
+
+@dataclass
+class AELossConfig:
+    """Phase 1's loss weights, as in the paper."""
+
+    l1: float = 1.0
+    perceptual: float = 10.0  # VGG-19 at 4 image scales
+    component_perceptual: float = 100.0  # VGG-19 features masked to eyes and mouth at 4 feature scales
+    adversarial: float = 1.0  # non-saturating, 2-scale discriminator
+    eye_adversarial: float = 1.0
+    eye_style: float = 100.0  # Gram-matrix feature-style matching on the eye discriminator's features
+    lip_adversarial: float = 1.0
+    lip_style: float = 100.0
+    vgg: str = "download"  # a vgg19 .pth file (torchvision's layout), "download", or "random" (tests only)
+    eye_crop: int = 80  # component crop sizes at 512 px, scaled with the image size
+    lip_crop: int = 120
+
+
+@dataclass
+class AETrainConfig:
+    model: MotionAutoEncoderConfig = field(default_factory=MotionAutoEncoderConfig)
+    data: ClipsConfig = field(default_factory=ClipsConfig)
+    loss: AELossConfig = field(default_factory=AELossConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, betas=(0.0, 0.99), grad_clip=0.0, ema_decay=0.999))
+    run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="runs/ae", steps=460_000, checkpoint_every=5000))
+
+
 def _build(cls: type[C], values: dict[str, Any], where: str) -> C:
     """A dataclass from a (nested) dict, refusing unknown keys so that a typo is not silently ignored."""
     hints = typing.get_type_hints(cls)
@@ -89,7 +121,13 @@ def _build(cls: type[C], values: dict[str, Any], where: str) -> C:
         if dataclasses.is_dataclass(kind):
             kwargs[name] = _build(kind, value or {}, f"{where}{name}.")
         elif typing.get_origin(kind) is tuple:
-            kwargs[name] = tuple(value)
+            kwargs[name] = tuple(float(v) for v in value)
+        elif kind is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+            # YAML reads 1e-5 (no dot) as text; a float setting takes it as the number it means.
+            try:
+                kwargs[name] = float(value)
+            except ValueError:
+                raise ValueError(f"setting {where}{name} must be a number, got {value!r}") from None
         else:
             kwargs[name] = value
     return cls(**kwargs)

@@ -277,27 +277,6 @@ def _speech(path: Path) -> tuple[np.ndarray, Fraction]:
 # ------------------------------------------------------------------------------------------ faces and landmarks
 
 
-class LandmarkYuNet(YuNetDetector):
-    """float_model's YuNet detector (same model, threshold and size limit), also giving each face's five points,
-    which OpenCV's detector returns with every box and `YuNetDetector` leaves out.
-
-    Points, as (5, 2) in the image's pixels: the eye on the image's left, the other eye, the nose tip, the
-    mouth corner on the image's left, the other corner (OpenCV's order: the subject's right eye first).
-    """
-
-    def faces(self, image: np.ndarray) -> list[tuple[FaceBox, np.ndarray]]:
-        height, width = image.shape[:2]
-        scale = min(1.0, self.max_side / max(height, width))
-        small = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else image
-        self._net.setInputSize((small.shape[1], small.shape[0]))
-        _, found = self._net.detect(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
-        faces = []
-        for row in found if found is not None else []:
-            x, y, w, h = row[:4] / scale
-            faces.append((FaceBox(x, y, x + w, y + h, float(row[14])), row[4:14].reshape(5, 2) / scale))
-        return faces
-
-
 def _yunet_anchors(points: np.ndarray) -> np.ndarray:
     """Five YuNet points -> (3, 2): left eye, right eye, middle of the mouth corners."""
     return np.stack([points[0], points[1], (points[3] + points[4]) / 2])
@@ -373,14 +352,14 @@ class MouthParser:
 class Tools:
     """The networks one process uses, loaded once per process: detector, optional landmarker and parser."""
 
-    detector: LandmarkYuNet
+    detector: YuNetDetector
     landmarks: FanLandmarks | None
     parser: MouthParser | None
 
     @classmethod
     def load(cls, settings: Settings) -> Tools:
         parser = MouthParser(settings.face_parsing) if settings.face_parsing else None
-        return cls(LandmarkYuNet(), _load_fan(), parser)
+        return cls(YuNetDetector(), _load_fan(), parser)
 
     @property
     def landmark_source(self) -> str:
@@ -413,7 +392,7 @@ def _scan(path: Path, tools: Tools, margin: float) -> _Track:
         track.times.append(time)
         track.scene_cuts.append(previous is not None and float(np.abs(thumbnail - previous).mean()) > SCENE_CUT_LEVELS)
         previous = thumbnail
-        faces = tools.detector.faces(frame)
+        faces = tools.detector.faces_with_points(frame)
         if not faces:
             track.boxes.append(None)
             track.anchors.append(None)

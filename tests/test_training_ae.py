@@ -3,6 +3,7 @@ loss falls, resume is exact, two processes agree, and the exported auto-encoder 
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
@@ -86,6 +87,8 @@ def test_resume_is_exact(tmp_path):
 def _worker(rank: int, world_size: int, port: int, config: AETrainConfig, out: Path) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
     torch.set_num_threads(1)
+    # A short timeout: a rank left waiting for its partner fails the test in minutes instead of hanging CI.
+    torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
     _, autoencoder = train(config)
     torch.save(autoencoder.state_dict(), out / f"rank{rank}.pt")
 

@@ -3,6 +3,7 @@ agree with one, and the export loads in float_model and samples motion."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import socket
@@ -90,6 +91,8 @@ def _free_port() -> int:
 def _worker(rank: int, world_size: int, port: int, config: FMTTrainConfig, out: Path) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
     torch.set_num_threads(1)
+    # A short timeout: a rank left waiting for its partner fails the test in minutes instead of hanging CI.
+    torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
     _, model = train(config)
     torch.save(model.state_dict(), out / f"rank{rank}.pt")
 

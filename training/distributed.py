@@ -40,7 +40,10 @@ def start() -> Processes:
 
 
 def stop() -> None:
+    """Leave the process group together: every rank waits for the others first, so that none tears its side
+    down while a partner still talks to it. Drop DDP wrappers before calling this."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
@@ -56,3 +59,10 @@ def mean_over_processes(value: torch.Tensor) -> torch.Tensor:
     value = value.detach().clone()
     dist.all_reduce(value)
     return value / dist.get_world_size()
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a `run.precision` setting on this process's device; None means plain float32."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]

@@ -40,8 +40,7 @@ from .losses import (
     style_loss,
 )
 from .pairs import PairDataset, StepBatches
-from .state import EMA, latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_states
-from .train_fmt import MetricsLog, autocast_dtype
+from .state import EMA, MetricsLog, resume, save_checkpoint
 
 log = logging.getLogger("training.train_ae")
 
@@ -144,20 +143,12 @@ def train(config: AETrainConfig) -> tuple[Path, MotionAutoEncoder]:
     ema = EMA(model, config.optim.ema_decay)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.optim.lr, betas=config.optim.betas)
     critic_optimizer = torch.optim.Adam(critics.parameters(), lr=config.optim.lr, betas=config.optim.betas)
-    half = autocast_dtype(run.precision, processes.device)
+    half = distributed.autocast_dtype(run.precision, processes.device)
     scaler = torch.amp.GradScaler(processes.device.type, enabled=half == torch.float16)
 
-    step, checkpoints = 0, out / "checkpoints"
-    if (resume_from := latest_checkpoint(checkpoints)) is not None:
-        state = load_checkpoint(resume_from)
-        model.load_state_dict(state["model"])
-        critics.load_state_dict(state["critics"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        critic_optimizer.load_state_dict(state["critic_optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        set_rng_states(state["rng"])
-        step = state["step"]
+    checkpoints = out / "checkpoints"
+    parts = {"model": model, "critics": critics, "ema": ema, "optimizer": optimizer, "critic_optimizer": critic_optimizer, "scaler": scaler}
+    step = resume(checkpoints, parts)
     if processes.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
@@ -206,17 +197,9 @@ def train(config: AETrainConfig) -> tuple[Path, MotionAutoEncoder]:
             started = time.monotonic()
         if step % run.checkpoint_every == 0 or step == run.steps:
             if processes.is_main:
-                state = {
-                    "model": model.state_dict(),
-                    "critics": critics.state_dict(),
-                    "ema": ema.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "critic_optimizer": critic_optimizer.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "config": config_to_dict(config),
-                }
-                save_checkpoint(checkpoints, step, state, run.keep_checkpoints)
+                save_checkpoint(checkpoints, step, parts, config_to_dict(config), run.keep_checkpoints)
             distributed.barrier()
+    del wrapped, critic_step  # DDP's reducers go before the process group they use
     distributed.stop()
     return out, model.autoencoder
 

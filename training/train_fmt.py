@@ -12,8 +12,6 @@ The frozen networks (auto-encoder, wav2vec2, emotion model) ran when the cache w
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import logging
 import sys
 import time
@@ -31,7 +29,7 @@ from . import distributed
 from .config import FMTTrainConfig, config_to_dict, load_config, save_config
 from .data import WindowSource
 from .flow import Phase2Model, flow_matching_loss
-from .state import EMA, latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_states
+from .state import EMA, MetricsLog, resume, save_checkpoint
 
 log = logging.getLogger("training.train_fmt")
 
@@ -69,34 +67,6 @@ def build_model(config: FMTTrainConfig, audio_feature_dim: int) -> Phase2Model:
     return model.requires_grad_(True).train()
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """None means plain float32."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-class MetricsLog:
-    """Rank 0's record of the run: stdout, metrics.jsonl in the run folder, TensorBoard when installed."""
-
-    def __init__(self, folder: Path, tensorboard: bool):
-        self.file = (folder / "metrics.jsonl").open("a")
-        self.board = None
-        if tensorboard:
-            with contextlib.suppress(ImportError):
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.board = SummaryWriter(str(folder / "tensorboard"))
-
-    def write(self, step: int, metrics: dict[str, float]) -> None:
-        self.file.write(json.dumps({"step": step, **metrics}) + "\n")
-        self.file.flush()
-        log.info("step %d  %s", step, "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-        if self.board is not None:
-            for name, value in metrics.items():
-                self.board.add_scalar(name, value, step)
-
-
 def train(config: FMTTrainConfig) -> tuple[Path, Phase2Model]:
     """Run (or resume) phase 2 to config.run.steps; returns the run's folder and this process's trained model."""
     processes = distributed.start()
@@ -114,19 +84,12 @@ def train(config: FMTTrainConfig) -> tuple[Path, Phase2Model]:
     ema = EMA(model, config.optim.ema_decay)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.optim.lr, betas=config.optim.betas, weight_decay=config.optim.weight_decay)
-    half = autocast_dtype(run.precision, processes.device)
+    half = distributed.autocast_dtype(run.precision, processes.device)
     scaler = torch.amp.GradScaler(processes.device.type, enabled=half == torch.float16)
 
-    step = 0
     checkpoints = out / "checkpoints"
-    if (resume_from := latest_checkpoint(checkpoints)) is not None:
-        state = load_checkpoint(resume_from)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        set_rng_states(state["rng"])
-        step = state["step"]
+    parts = {"model": model, "ema": ema, "optimizer": optimizer, "scaler": scaler}
+    step = resume(checkpoints, parts)
     if processes.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
@@ -160,15 +123,9 @@ def train(config: FMTTrainConfig) -> tuple[Path, Phase2Model]:
             started = time.monotonic()
         if step % run.checkpoint_every == 0 or step == run.steps:
             if processes.is_main:
-                state = {
-                    "model": model.state_dict(),
-                    "ema": ema.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "config": config_to_dict(config),
-                }
-                save_checkpoint(checkpoints, step, state, run.keep_checkpoints)
+                save_checkpoint(checkpoints, step, parts, config_to_dict(config), run.keep_checkpoints)
             distributed.barrier()
+    del wrapped  # DDP's reducers go before the process group they use
     distributed.stop()
     return out, model
 

@@ -37,6 +37,14 @@ def audio_projection(stacked_dim: int, audio_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(stacked_dim, audio_dim), nn.LayerNorm(audio_dim), nn.SiLU())
 
 
+def project_audio(projection: nn.Sequential, stacked: Tensor) -> Tensor:
+    """Stacked wav2vec2 hidden states (B, T, layers * hidden) -> audio features (B, T, audio_dim). Phase 2
+    trains only this part, on cached stacked states. The states are moved to the projection's device and
+    dtype: wav2vec2 may live elsewhere (ComfyUI's separate loaders) or be cached in float16."""
+    weight = projection[0].weight
+    return projection(stacked.to(weight.device, weight.dtype))
+
+
 class AudioEncoder(nn.Module):
     """Normalised 16 kHz waveform -> one 512-d audio feature per video frame.
 
@@ -53,14 +61,7 @@ class AudioEncoder(nn.Module):
 
     def forward(self, waveform: Tensor, num_frames: int, samples_per_frame: int = 640) -> Tensor:
         """waveform (B, N) normalised -> audio features (B, num_frames, audio_dim)."""
-        return self.project(self.stacked_features(waveform, num_frames, samples_per_frame))
-
-    def project(self, stacked: Tensor) -> Tensor:
-        """Stacked wav2vec2 hidden states (B, T, layers * hidden) -> audio features (B, T, audio_dim): the part
-        that trains in phase 2, so training caches the stacked states and applies only this."""
-        # wav2vec2 may live on another device or in another dtype than the projection (ComfyUI's separate loaders).
-        projection = self.audio_projection[0].weight
-        return self.audio_projection(stacked.to(projection.device, projection.dtype))
+        return project_audio(self.audio_projection, self.stacked_features(waveform, num_frames, samples_per_frame))
 
     def stacked_features(self, waveform: Tensor, num_frames: int, samples_per_frame: int = 640) -> Tensor:
         """waveform (B, N) normalised -> every transformer layer's output side by side, (B, num_frames, layers * hidden)."""

@@ -154,6 +154,15 @@ def centre_box(image_width: int, image_height: int) -> CropBox:
     return CropBox((image_width - side) // 2, (image_height - side) // 2, side, image_width, image_height)
 
 
+def resize_square(picture: np.ndarray, size: int) -> np.ndarray:
+    """A square picture (S, S, C) at size x size: area averaging when shrinking (no aliasing), bicubic when
+    enlarging (sharper than bilinear). For crops that are already square; `cut_crop` makes them."""
+    if picture.shape[0] == size:
+        return picture
+    interpolation = cv2.INTER_AREA if picture.shape[0] > size else cv2.INTER_CUBIC
+    return cv2.resize(picture, (size, size), interpolation=interpolation)
+
+
 def cut_crop(image: np.ndarray, box: CropBox, size: int = 512) -> np.ndarray:
     """The square of `box` from an RGB uint8 image, black where it leaves the picture, resized to `size`.
 

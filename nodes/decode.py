@@ -7,6 +7,7 @@ from pathlib import Path
 import folder_paths
 
 from . import stages
+from .paste import FEATHER_INPUT
 from .types import FLOAT_APPEARANCE, FLOAT_CROP, FLOAT_MODEL, FLOAT_MOTION
 
 try:  # ComfyUI's VIDEO type (0.3.3x and later); older versions get the file path only
@@ -23,6 +24,13 @@ BATCH_SIZE_INPUT = (
         "tooltip": "Frames rendered per decoder call. 1 reproduces the official frames bit for bit; 8 to 32 is faster on GPUs (frames differ only by rounding). Cancel stops after the current batch.",
     },
 )
+
+# What both decode nodes render from.
+RENDER_INPUTS = {
+    "model": (FLOAT_MODEL, {"tooltip": "From FLOAT Load Model."}),
+    "appearance": (FLOAT_APPEARANCE, {"tooltip": "From FLOAT Encode Image: the face to render."}),
+    "motion": (FLOAT_MOTION, {"tooltip": "From FLOAT Sample Motion (or an edited, blended or loaded motion)."}),
+}
 
 EVERY_NTH_INPUT = (
     "INT",
@@ -46,9 +54,7 @@ class FloatDecode:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (FLOAT_MODEL, {"tooltip": "From FLOAT Load Model."}),
-                "appearance": (FLOAT_APPEARANCE, {"tooltip": "From FLOAT Encode Image: the face to render."}),
-                "motion": (FLOAT_MOTION, {"tooltip": "From FLOAT Sample Motion."}),
+                **RENDER_INPUTS,
                 "batch_size": BATCH_SIZE_INPUT,
                 "every_nth_frame": EVERY_NTH_INPUT,
             }
@@ -75,9 +81,7 @@ class FloatDecodeToFile:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (FLOAT_MODEL, {"tooltip": "From FLOAT Load Model."}),
-                "appearance": (FLOAT_APPEARANCE, {"tooltip": "From FLOAT Encode Image: the face to render."}),
-                "motion": (FLOAT_MOTION, {"tooltip": "From FLOAT Sample Motion (or an edited motion)."}),
+                **RENDER_INPUTS,
                 "filename_prefix": ("STRING", {"default": "video/FLOAT", "tooltip": "Where in the output folder, and the start of the file name."}),
                 "batch_size": BATCH_SIZE_INPUT,
                 "crf": ("INT", {"default": 18, "min": 0, "max": 51, "tooltip": "H.264 quality: 0 is lossless, 18 visually near-lossless, 28 small files."}),
@@ -86,7 +90,7 @@ class FloatDecodeToFile:
                 "audio": ("AUDIO", {"tooltip": "The speech to put under the video (from Audio Features' audio output)."}),
                 "crop": (FLOAT_CROP, {"tooltip": "From FLOAT Face Crop: paste each frame back where the face was."}),
                 "original": ("IMAGE", {"tooltip": "The picture (or video frames) the face was cropped from; needed with crop."}),
-                "feather": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 0.5, "step": 0.01, "tooltip": "Width of the soft edge of the pasted square, as a fraction of its side."}),
+                "feather": FEATHER_INPUT,
             },
         }
 

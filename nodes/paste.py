@@ -6,6 +6,9 @@ from . import stages
 from .types import FLOAT_CROP
 
 
+FEATHER_INPUT = ("FLOAT", {"default": 0.1, "min": 0.0, "max": 0.5, "step": 0.01, "tooltip": "Width of the soft edge of the pasted square, as a fraction of its side."})
+
+
 class FloatPasteBack:
     DESCRIPTION = (
         "Puts the animated crops back into the original picture at its full resolution: feathered edges, colours "
@@ -25,7 +28,7 @@ class FloatPasteBack:
                 "frames": ("IMAGE", {"tooltip": "The animated crops, from FLOAT Decode."}),
                 "crop": (FLOAT_CROP, {"tooltip": "From FLOAT Face Crop: where each crop was cut."}),
                 "original": ("IMAGE", {"tooltip": "The picture(s) given to FLOAT Face Crop, or a video's frames."}),
-                "feather": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 0.5, "step": 0.01, "tooltip": "Width of the soft edge, as a fraction of the square's side."}),
+                "feather": FEATHER_INPUT,
                 "color_match": ("BOOLEAN", {"default": True, "tooltip": "Match the animation's colours to the picture under the blend."}),
             },
             "optional": {

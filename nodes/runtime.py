@@ -19,7 +19,6 @@ import safetensors
 import torch
 from torch import nn
 
-from ..float_model.checkpoint import FLOAT_FILE_NAMES
 from ..float_model.config import AUDIO_MODEL_NAME, EMOTION_MODEL_NAME, EMOTIONS
 from ..float_model.download import DEFAULT_VARIANT, MODEL_FILES, download_models
 from .types import Placement
@@ -122,14 +121,13 @@ def locate_or_download(name: str, kind: str) -> Path:
     if found is not None:
         return found
     destination = Path(folder_paths.get_folder_paths(FOLDER)[0])
-    if name not in DOWNLOADABLE.values() and name not in FLOAT_FILE_NAMES:
-        searched = ", ".join(str(root) for root in (_float_roots() if kind == "float" else _speech_roots()))
-        raise FileNotFoundError(f"'{name}' is not in the FLOAT model folders ({searched}): put it there, or choose another")
     variant = "FLOAT.safetensors" if name == "FLOAT.safetensors" else DEFAULT_VARIANT
-    wanted = name if kind == "float" else name + "/"
-    if not any(file.local_path.startswith(wanted) for file in MODEL_FILES[variant]):
-        raise FileNotFoundError(f"'{name}' is not in {destination} and cannot be downloaded: put it there")
-    bar = comfy.utils.ProgressBar(len([f for f in MODEL_FILES[variant] if f.local_path.startswith(wanted)]))
+    wanted = name if kind == "float" else name + "/"  # a file, or every file of a HuggingFace folder
+    files = [file for file in MODEL_FILES[variant] if file.local_path.startswith(wanted)]
+    if not files:
+        searched = ", ".join(str(root) for root in (_float_roots() if kind == "float" else _speech_roots()))
+        raise FileNotFoundError(f"'{name}' is not in the FLOAT model folders ({searched}) and is not a released file to download: put it there, or choose another")
+    bar = comfy.utils.ProgressBar(len(files))
 
     def on_file(path: str, done: int, total: int) -> None:
         bar.update_absolute(done, total)
@@ -194,9 +192,13 @@ def working(*networks: tuple[nn.Module, Placement]) -> Iterator[None]:
             mm.soft_empty_cache()
 
 
-def to_intermediate(tensor: torch.Tensor) -> torch.Tensor:
+def intermediate_device() -> torch.device:
     """Where ComfyUI wants values that outlive a node (the CPU unless --gpu-only)."""
-    return tensor.to(mm.intermediate_device())
+    return mm.intermediate_device()
+
+
+def to_intermediate(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to(intermediate_device())
 
 
 # --- Progress and interruption --------------------------------------------------------------------------------

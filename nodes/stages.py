@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 import soxr
 import torch
@@ -23,7 +22,7 @@ from ..float_model.driving import (
     track_face,
     video_motion,
 )
-from ..float_model.face import MARGIN, YuNetDetector, as_rgb, cut_crop, find_crop
+from ..float_model.face import MARGIN, YuNetDetector, as_rgb, cut_crop, find_crop, resize_square
 from ..float_model.motion import (
     damp_motion,
     edit_motion,
@@ -43,7 +42,7 @@ from ..float_model.speech import (
     prepare_audio,
 )
 from ..float_model.video import write_video
-from .runtime import Progress, locate_or_download, to_intermediate, working
+from .runtime import Progress, intermediate_device, locate_or_download, to_intermediate, working
 from .types import (
     Appearance,
     AudioFeatures,
@@ -101,9 +100,7 @@ def encode_portraits(loaded: LoadedFloat, images: Tensor) -> Appearance:
             f"FLOAT Encode Image needs square portraits ({size} x {size}); this image is {width} x {height}: "
             f"put a FLOAT Face Crop node before it"
         )
-    if height != size:
-        interpolation = cv2.INTER_AREA if height > size else cv2.INTER_CUBIC
-        pictures = [cv2.resize(picture, (size, size), interpolation=interpolation) for picture in pictures]
+    pictures = [resize_square(picture, size) for picture in pictures]
     autoencoder = loaded.model.motion_autoencoder
     with working((autoencoder, loaded.placement)):
         encoded = loaded.model.encode_image(image_to_model(np.stack(pictures)))
@@ -319,7 +316,7 @@ def decode(loaded: LoadedFloat, appearance: Appearance, motion: Motion, batch_si
     size = model.config.motion_autoencoder.image_size
     total = batch * latents.shape[1]
     # Filled in place as batches arrive: the frames are never held twice.
-    images = torch.empty(total, size, size, 3, dtype=torch.float32, device=to_intermediate(latents).device)
+    images = torch.empty(total, size, size, 3, dtype=torch.float32, device=intermediate_device())
     progress = Progress(total)
     done = 0
     with working((model.motion_autoencoder, loaded.placement)):
@@ -353,27 +350,27 @@ def decode_to_files(
         _batch(portraits=batch, clips=waveform.shape[0])
     frames_per_video = motion.latents.shape[1]
     progress = Progress(batch * frames_per_video)
+
+    def frames(item: int) -> Iterator[Tensor]:
+        """Portrait `item`'s frames as uint8 batches, decoded (and pasted back) as the encoder asks for them."""
+        source = min(item, appearance.batch - 1)
+        identity = appearance.identity_latent[source : source + 1]
+        features = [f[source : source + 1] for f in appearance.features]
+        done = 0
+        for raw in model.iter_decode(identity, features, motion.latents[min(item, motion.batch - 1)][None], batch_size):
+            images = frames_to_images(raw)
+            if paste is not None:
+                images = _paste(images, *paste, portrait=item, first_frame=done, feather=feather)[0]
+                images = images[:, : images.shape[1] // 2 * 2, : images.shape[2] // 2 * 2]  # H.264 needs even sizes
+            done += images.shape[0]
+            progress(item * frames_per_video + done)
+            yield (images * 255).round().to(torch.uint8).cpu()
+
     written = []
     with working((model.motion_autoencoder, loaded.placement)):
         for item, path in enumerate(paths):
-            source = min(item, appearance.batch - 1)
-            identity = appearance.identity_latent[source : source + 1]
-            features = [f[source : source + 1] for f in appearance.features]
-            latents = motion.latents[min(item, motion.batch - 1)][None]
-
-            def frames(item: int = item, identity: Tensor = identity, features: list[Tensor] = features, latents: Tensor = latents) -> Iterator[Tensor]:
-                done = 0
-                for raw in model.iter_decode(identity, features, latents, batch_size):
-                    images = frames_to_images(raw)
-                    if paste is not None:
-                        images = _paste(images, *paste, portrait=item, first_frame=done, feather=feather)[0]
-                        images = images[:, : images.shape[1] // 2 * 2, : images.shape[2] // 2 * 2]  # H.264 needs even sizes
-                    done += images.shape[0]
-                    progress(item * frames_per_video + done)
-                    yield (images * 255).round().to(torch.uint8).cpu()
-
             clip = waveform[min(item, waveform.shape[0] - 1)].float().cpu() if waveform is not None else None
-            written.append(write_video(path, frames(), motion.fps, clip, rate, crf))
+            written.append(write_video(path, frames(item), motion.fps, clip, rate, crf))
     return written
 
 
@@ -407,7 +404,7 @@ def paste_frames(frames: Tensor, crops: Crops, originals: Tensor, feather: float
     per_portrait = frames.shape[0] // portraits
     (height, width), chunk = sizes.pop(), 16  # chunks bound the float32 working copies of full-size pictures
     # Filled in place, chunk by chunk: the pasted frames are never held twice.
-    pasted = torch.empty(frames.shape[0], height, width, 3, dtype=torch.float32, device=to_intermediate(frames).device)
+    pasted = torch.empty(frames.shape[0], height, width, 3, dtype=torch.float32, device=intermediate_device())
     progress = Progress(frames.shape[0])
     masks = []
     for portrait in range(portraits):

@@ -161,6 +161,17 @@ def test_preview_mode_renders_a_short_sparse_clip(comfy):
         assert (stream.frames, float(stream.average_rate)) == (5, 5.0)  # 1 s at 25 fps, every 5th frame
 
 
+def test_pasting_while_writing_needs_both_crop_and_original(comfy):
+    prompt = steps(comfy, preview_seconds=0.2)
+    del prompt[node_id(prompt, "FloatDecode")]
+    add(prompt, "100", "FloatDecodeToFile", model=["1", 0], appearance=[node_id(prompt, "FloatEncodeImage"), 0],
+        motion=[node_id(prompt, "FloatSampleMotion"), 0], filename_prefix="video/half", batch_size=1, crf=23,
+        crop=[node_id(prompt, "FloatFaceCrop"), 1])  # fmt: skip
+    result = comfy.run(prompt)
+    assert result.status == "error" and "connect both crop (from FLOAT Face Crop) and original" in result.error.exception_message
+    assert videos(result) == []
+
+
 def test_cancel_while_writing_a_file_leaves_no_file(comfy):
     prompt = steps(comfy)
     set_inputs(prompt, "LoadAudio", audio="speech_60s.wav")

@@ -16,6 +16,7 @@ import av
 import numpy as np
 import pytest
 import soxr
+import torch
 from PIL import Image
 
 from comfy_harness import ComfyServer, PromptRejected, provision_comfyui, ui_to_api
@@ -257,6 +258,14 @@ def test_predicting_emotion_without_an_emotion_model_asks_for_one(comfy):
     result = comfy.run(prompt)
     assert result.status == "error"
     assert "no emotion model is connected" in result.error.exception_message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU")
+def test_a_gpu_device_without_a_gpu_says_so(comfy):
+    prompt = set_inputs(template_prompt(comfy, "float_all_in_one"), "FloatLoadModel", device="cuda")
+    result = comfy.run(prompt)
+    assert result.status == "error" and result.error.node_type == "FloatLoadModel"
+    assert "device 'cuda' was chosen, but this PyTorch" in result.error.exception_message and "choose auto or cpu" in result.error.exception_message
 
 
 def test_out_of_range_settings_are_refused_before_running(comfy):

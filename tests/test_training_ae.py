@@ -3,20 +3,18 @@ loss falls, resume is exact, two processes agree, and the exported auto-encoder 
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
-import torch.multiprocessing as mp
 
 from float_model import load_float_model
 from float_model.config import AUDIO_MODEL_NAME
 from float_model.video import write_video
-from test_training_fmt import _free_port
+from test_training_fmt import train_in_two_processes
 from training.config import AETrainConfig, load_config
 from training.export import export
 from training.train_ae import train
@@ -84,19 +82,9 @@ def test_resume_is_exact(tmp_path):
     assert metric(straight_dir, "loss") == metric(resumed_dir, "loss")
 
 
-def _worker(rank: int, world_size: int, port: int, config: AETrainConfig, out: Path) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
-    torch.set_num_threads(1)
-    # A short timeout: a rank left waiting for its partner fails the test in minutes instead of hanging CI.
-    torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
-    _, autoencoder = train(config)
-    torch.save(autoencoder.state_dict(), out / f"rank{rank}.pt")
-
-
 def test_two_processes_end_with_identical_weights(tmp_path):
     config = tiny_config(tmp_path, "run.steps=3", f"run.out_dir={tmp_path / 'double'}")
-    mp.spawn(_worker, args=(2, _free_port(), config, tmp_path), nprocs=2, join=True)
-    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    rank0, rank1 = train_in_two_processes(train, config, tmp_path)
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
     single = tiny_config(tmp_path, "run.steps=3", f"run.out_dir={tmp_path / 'single'}")
@@ -129,3 +117,11 @@ def test_the_documented_commands(tmp_path, small_model_dir):
         done = subprocess.run([sys.executable, *command], cwd=repo, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
     assert load_float_model(tmp_path / "float_ae.safetensors", audio_encoder=small_model_dir / AUDIO_MODEL_NAME).config.motion_autoencoder.image_size == SIZE
+
+
+def test_fine_tuning_starts_from_the_checkpoint(tmp_path, small_model_dir):
+    base = load_float_model(small_model_dir).motion_autoencoder
+    _, tuned = train(tiny_config(tmp_path, "run.steps=1", "optim.lr=1e-6", f"run.init_from={small_model_dir / 'float.pth'}"))
+    torch.testing.assert_close(tuned.dec.direction.weight, base.dec.direction.weight, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="has auto-encoder sizes"):
+        train(tiny_config(tmp_path, "run.steps=1", "model.motion_dim=4", f"run.init_from={small_model_dir / 'float.pth'}", f"run.out_dir={tmp_path / 'other'}"))

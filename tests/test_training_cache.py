@@ -14,6 +14,7 @@ import safetensors.torch
 import torch
 
 from float_model import load_float_model
+from float_model.audio import project_audio
 from float_model.pipeline import image_to_model
 from float_model.speech import predict_emotion, prepare_audio
 from float_model.video import write_video
@@ -191,7 +192,7 @@ def test_audio_is_the_stacked_wav2vec2_features_and_emotion_the_clip_prediction(
     torch.testing.assert_close(tensors["audio"], stacked.half())
     # The trainer projects the cached states itself; they must give the model's own audio features.
     torch.testing.assert_close(
-        small_model.audio_encoder.project(tensors["audio"].float()[None]), small_model.audio_features(waveform, frames), rtol=1e-2, atol=1e-2
+        project_audio(small_model.audio_encoder.audio_projection, tensors["audio"].float()[None]), small_model.audio_features(waveform, frames), rtol=1e-2, atol=1e-2
     )
     torch.testing.assert_close(tensors["emotion"], predict_emotion(small_model, waveform)[0])
     assert tensors["emotion"].sum().item() == pytest.approx(1.0, abs=1e-5)

@@ -88,21 +88,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, config: FMTTrainConfig, out: Path) -> None:
+def _worker(rank: int, world_size: int, port: int, train_function, config, out: Path) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
     torch.set_num_threads(1)
     # A short timeout: a rank left waiting for its partner fails the test in minutes instead of hanging CI.
     torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
-    _, model = train(config)
-    torch.save(model.state_dict(), out / f"rank{rank}.pt")
+    _, trained = train_function(config)
+    torch.save(trained.state_dict(), out / f"rank{rank}.pt")
+
+
+def train_in_two_processes(train_function, config, out: Path) -> list[dict[str, torch.Tensor]]:
+    """Run a phase's train(config) as two gloo processes, as torchrun would; each rank's final weights."""
+    mp.spawn(_worker, args=(2, _free_port(), train_function, config, out), nprocs=2, join=True)
+    return [torch.load(out / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
 
 
 def test_two_processes_agree_with_each_other_and_with_one(tmp_path):
     single_dir, double_dir = tmp_path / "single", tmp_path / "double"
     train(tiny_config(tmp_path, "run.steps=6", f"run.out_dir={single_dir}"))
     config = tiny_config(tmp_path, "run.steps=6", f"run.out_dir={double_dir}")
-    mp.spawn(_worker, args=(2, _free_port(), config, tmp_path), nprocs=2, join=True)
-    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    rank0, rank1 = train_in_two_processes(train, config, tmp_path)
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
     # the same global batch of the same windows: the same curve, up to the order of float additions
@@ -176,3 +181,16 @@ def test_the_documented_commands(tmp_path, small_model_dir):
     # the second command continued at step 3 (a restart would have logged steps 1 and 2 again)
     assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
     assert (tmp_path / "fmt.safetensors").is_file()
+
+
+def test_fine_tuning_starts_from_the_checkpoint(tmp_path, small_model_dir, small_config):
+    cache = write_cache(tmp_path / "cache", motion_dim=64, stacked_dim=small_config.audio_feature_dim, frames=70)
+    sizes = [f"model.{key}={value}" for key, value in vars(small_config.fmt).items()]
+    base = load_float_model(small_model_dir)
+    common = [f"data.cache={cache}", "run.steps=1", "optim.lr=1e-6", f"run.init_from={small_model_dir / 'float.pth'}"]
+    _, tuned = train(load_config(FMTTrainConfig, TINY, [*sizes, *common, f"run.out_dir={tmp_path / 'run'}"]))
+    # one small step away from the released weights, not from a fresh initialisation
+    torch.testing.assert_close(tuned.fmt.blocks[0].attn.qkv.weight, base.fmt.blocks[0].attn.qkv.weight, rtol=0, atol=1e-4)
+    torch.testing.assert_close(tuned.audio_projection[0].weight, base.audio_encoder.audio_projection[0].weight, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="has FMT sizes"):
+        train(load_config(FMTTrainConfig, TINY, [f"data.cache={cache}", "model.motion_dim=64", *common[1:], f"run.out_dir={tmp_path / 'other'}"]))

@@ -17,7 +17,7 @@ Cache format, version 1 (the contract with the trainer's data loader):
                                  model.motion_latent(model.encode_image(frame).motion_coefficients)
         audio    (T, A) float16  every wav2vec2 layer's output side by side (AudioEncoder.stacked_features),
                                  A = layers * hidden; frame t comes from speech samples [640 t, 640 (t + 1)).
-                                 The trainer applies AudioEncoder.project to it, since it trains the projection.
+                                 The trainer applies float_model.audio.project_audio, since it trains the projection.
         emotion  (E,)   float32  the clip's emotion probabilities (speech.predict_emotion); they sum to 1
         metadata: "fps" "25", "frames" "T", "video" and "audio": the source files
 
@@ -33,10 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import secrets
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -52,6 +49,7 @@ from float_model.pipeline import image_to_model
 from float_model.speech import predict_emotion, prepare_audio
 
 from .clips import FPS, Clip, find_clips, read_frames, read_speech
+from .files import write_atomically
 
 try:
     from tqdm import tqdm
@@ -129,19 +127,7 @@ class CacheIndex:
                 for clip in self.clips
             ],
         }
-        _write_atomically(cache_dir / INDEX_NAME, lambda temporary: temporary.write_text(json.dumps(data, indent=1)))
-
-
-def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Calls `write(temporary)` on a hidden file beside `path`, then renames it over `path`: readers see
-    the old file or the whole new one, never a part. The temporary file is removed if anything raises."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+        write_atomically(cache_dir / INDEX_NAME, lambda temporary: temporary.write_text(json.dumps(data, indent=1)))
 
 
 def expected_layout(config: FloatConfig, frames: int) -> dict[str, tuple[str, list[int]]]:
@@ -201,7 +187,7 @@ def encode_clip(model: FloatModel, clip: Clip, batch: int) -> dict[str, Tensor] 
 def _save_clip(path: Path, tensors: dict[str, Tensor], clip: Clip) -> None:
     frames = tensors["motion"].shape[0]
     metadata = {"fps": str(FPS), "frames": str(frames), "video": str(clip.video.resolve()), "audio": str(clip.audio.resolve())}
-    _write_atomically(path, lambda temporary: safetensors.torch.save_file(tensors, str(temporary), metadata=metadata))
+    write_atomically(path, lambda temporary: safetensors.torch.save_file(tensors, str(temporary), metadata=metadata))
 
 
 def build_cache(

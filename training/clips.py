@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 from torch import Tensor
 
+from float_model.face import resize_square
 from float_model.media import MediaError, PathLike, load_audio
 from float_model.speech import SAMPLE_RATE, to_model_audio
 
@@ -67,14 +67,6 @@ def find_clips(folder: PathLike) -> list[Clip]:
     return sorted(clips, key=lambda clip: clip.name)
 
 
-def _resize(frame: np.ndarray, size: int) -> np.ndarray:
-    if frame.shape[0] == size:
-        return frame
-    # Area averaging when shrinking avoids aliasing; bicubic when enlarging keeps edges sharper than bilinear.
-    interpolation = cv2.INTER_AREA if frame.shape[0] > size else cv2.INTER_CUBIC
-    return cv2.resize(frame, (size, size), interpolation=interpolation)
-
-
 def _check_stream(stream: av.video.stream.VideoStream, path: Path) -> None:
     rate = stream.average_rate or stream.guessed_rate
     if rate is None:
@@ -112,7 +104,7 @@ def read_frames(video_path: PathLike, size: int, batch: int) -> Iterator[np.ndar
                     raise ClipError(
                         f"{path} is {frame.width}x{frame.height}; clips must be square face crops (prepare them with the face tracker)"
                     )
-                pending.append(_resize(frame.to_ndarray(format="rgb24"), size))
+                pending.append(resize_square(frame.to_ndarray(format="rgb24"), size))
                 count += 1
                 if len(pending) == batch:
                     yield np.stack(pending)
@@ -141,7 +133,7 @@ def read_frames_at(video_path: PathLike, indices: list[int], size: int) -> list[
                 for frame in container.decode(stream):
                     index = round(float(frame.pts * stream.time_base) * FPS)
                     if index in indices and index not in found:
-                        found[index] = _resize(frame.to_ndarray(format="rgb24"), size)
+                        found[index] = resize_square(frame.to_ndarray(format="rgb24"), size)
                     if index >= target:
                         break
     except (av.FFmpegError, IndexError) as error:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from float_model.audio import project_audio
 from float_model.fmt import FlowMatchingTransformer
 
 from .config import FlowConfig
@@ -48,7 +49,7 @@ class Phase2Model(nn.Module):
     def forward(self, window: Window, context: int, sigma_min: float) -> tuple[Tensor, Tensor]:
         """(predicted velocity, target velocity), both (B, L, D), for windows of `context` clean frames + L."""
         keep = window.keep.to(window.motion.dtype)
-        audio = self.audio_projection(window.audio.to(self.audio_projection[0].weight.dtype))
+        audio = project_audio(self.audio_projection, window.audio)
         x1 = window.motion[:, context:]
         x0 = window.noise
         t = window.time[:, None, None]

@@ -47,9 +47,6 @@ class PairDataset(Dataset):
         self.image_size, self.seed = image_size, seed
         self.weights = torch.tensor([frames for _, frames, _ in self.clips], dtype=torch.float64)
 
-    def __len__(self) -> int:  # unused: items are addressed by (step, index), without end
-        return 0
-
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         step, index = key
         generator = sample_generator(self.seed, step, index)

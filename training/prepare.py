@@ -59,10 +59,9 @@ import json
 import logging
 import math
 import os
-import secrets
 import sys
 import wave
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -82,6 +81,7 @@ from float_model.speech import SAMPLE_RATE, to_model_audio
 from float_model.video import write_video
 
 from .clips import FPS
+from .files import write_atomically
 
 try:
     from tqdm import tqdm
@@ -446,18 +446,6 @@ def component_boxes(anchors: np.ndarray, box: CropBox, size: int) -> dict[str, l
     }
 
 
-def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Calls `write(temporary)` on a hidden file beside `path`, then renames it over `path`, so that a reader
-    never sees part of a file; the hidden name keeps `find_clips` from taking it for a clip meanwhile."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def _write_wav(path: Path, samples: np.ndarray) -> None:
     def write(temporary: Path) -> None:
         with wave.open(str(temporary), "wb") as file:
@@ -466,7 +454,7 @@ def _write_wav(path: Path, samples: np.ndarray) -> None:
             file.setframerate(SAMPLE_RATE)
             file.writeframes((np.clip(samples, -1, 1) * 32767).round().astype("<i2").tobytes())
 
-    _write_atomically(path, write)
+    write_atomically(path, write)
 
 
 def _clip_files(out_dir: Path, name: str, parsing: bool) -> list[Path]:
@@ -576,7 +564,7 @@ def _write_clip(
     size = description["size"]
     wav, boxes_json, *rest = _clip_files(out_dir, name, parser is not None)
     _write_wav(wav, samples)
-    _write_atomically(boxes_json, lambda temporary: temporary.write_text(json.dumps(description)))
+    write_atomically(boxes_json, lambda temporary: temporary.write_text(json.dumps(description)))
     audio = torch.from_numpy(np.ascontiguousarray(samples))[None]
     masks: list[np.ndarray] = []
 
@@ -599,7 +587,7 @@ def _write_clip(
             with open(temporary, "wb") as file:  # a file object, or numpy would add ".npz" to the name
                 np.savez_compressed(file, mouth=np.stack(masks))
 
-        _write_atomically(mask_file, write_masks)
+        write_atomically(mask_file, write_masks)
         os.replace(hidden_video, video_file)
     finally:
         hidden_video.unlink(missing_ok=True)
@@ -652,7 +640,7 @@ def _load_state(out_dir: Path) -> dict[str, dict]:
 
 def _save_state(out_dir: Path, state: dict[str, dict]) -> None:
     text = json.dumps({"format": FORMAT_VERSION, "videos": dict(sorted(state.items()))}, indent=1)
-    _write_atomically(out_dir / STATE_NAME, lambda temporary: temporary.write_text(text))
+    write_atomically(out_dir / STATE_NAME, lambda temporary: temporary.write_text(text))
 
 
 def _already_done(entry: dict | None, path: Path, out_dir: Path, settings_record: dict) -> bool:
@@ -784,7 +772,7 @@ def prepare_videos(
             bar.close()
 
     report = PreparationReport(out_dir, [results[key] for key in sorted(results)])
-    _write_atomically(out_dir / REPORT_NAME, lambda temporary: temporary.write_text(json.dumps(report.to_dict(), indent=1)))
+    write_atomically(out_dir / REPORT_NAME, lambda temporary: temporary.write_text(json.dumps(report.to_dict(), indent=1)))
     log.info("%d clips in %s; report saved as %s", len(report.clips), out_dir, out_dir / REPORT_NAME)
     return report
 

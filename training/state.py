@@ -1,13 +1,15 @@
-"""What a run must keep to continue exactly: EMA weights, and atomic checkpoints of the whole training state.
+"""What a run keeps: EMA weights, atomic checkpoints of the whole training state, and its metrics log.
 
-A checkpoint holds the model (unwrapped from DDP), its EMA, the optimiser, the gradient scaler, every RNG
+A checkpoint holds the model (unwrapped from DDP), its EMA, the optimisers, the gradient scaler, every RNG
 state, the step and the resolved configuration. Only rank 0 writes; files are written to a temporary
 name and renamed, `latest.txt` names the newest, and the oldest beyond `keep` are removed.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
+import json
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from .files import write_atomically
+
+log = logging.getLogger("training")
 
 
 class EMA:
@@ -66,19 +72,30 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write state atomically as step_<step>.pt, point latest.txt at it, remove all but the newest `keep`."""
+def save_checkpoint(folder: Path, step: int, parts: dict[str, Any], config: dict[str, Any], keep: int) -> Path:
+    """Write every part's state_dict() (model, EMA, optimisers, scaler ...), the step, the RNG states and the
+    configuration atomically as step_<step>.pt, point latest.txt at it, and keep only the newest `keep`."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:09d}.pt"
-    temporary = folder / f".{path.name}.part"
-    torch.save({**state, "step": step, "rng": rng_states()}, temporary)
-    os.replace(temporary, path)
-    pointer = folder / ".latest.txt.part"
-    pointer.write_text(path.name)
-    os.replace(pointer, folder / "latest.txt")
+    state = {name: part.state_dict() for name, part in parts.items()} | {"config": config, "step": step, "rng": rng_states()}
+    write_atomically(path, lambda temporary: torch.save(state, temporary))
+    write_atomically(folder / "latest.txt", lambda temporary: temporary.write_text(path.name))
     for old in sorted(folder.glob("step_*.pt"))[:-keep]:
         old.unlink()
     return path
+
+
+def resume(folder: Path, parts: dict[str, Any]) -> int:
+    """Load the newest checkpoint in `folder` into the parts (by the names they were saved under) and restore
+    the RNG states; returns its step, or 0 when there is none yet."""
+    path = latest_checkpoint(folder)
+    if path is None:
+        return 0
+    state = load_checkpoint(path)
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    set_rng_states(state["rng"])
+    return state["step"]
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -94,3 +111,24 @@ def latest_checkpoint(folder: Path) -> Path | None:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint written by save_checkpoint (read safely: tensors and plain values only)."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class MetricsLog:
+    """Rank 0's record of a run: stdout, metrics.jsonl in the run folder, TensorBoard when installed."""
+
+    def __init__(self, folder: Path, tensorboard: bool):
+        self.file = (folder / "metrics.jsonl").open("a")
+        self.board = None
+        if tensorboard:
+            with contextlib.suppress(ImportError):
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.board = SummaryWriter(str(folder / "tensorboard"))
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        self.file.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.file.flush()
+        log.info("step %d  %s", step, "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        if self.board is not None:
+            for name, value in metrics.items():
+                self.board.add_scalar(name, value, step)

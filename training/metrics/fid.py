@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .frechet import feature_frechet_distance
-from .registry import Metric, MetricContext, NotEnoughData, Score, WeightFile, load_state, load_tensors
+from .frechet import frechet_score
+from .registry import Metric, MetricContext, Score, WeightFile, load_state, load_tensors
 from .videos import Video
 
 WEIGHTS = WeightFile(
@@ -33,7 +33,6 @@ WEIGHTS = WeightFile(
     "github.com/mseitzer/pytorch-fid, Apache-2.0)",
 )
 INPUT_SIZE = 299
-FEATURES = 2048
 BATCH = 32
 
 
@@ -232,19 +231,7 @@ def compute_fid(real: Sequence[Video], generated: Sequence[Video], context: Metr
     network = load_inception(context.weights[WEIGHTS.name], context.device)
     real_features = inception_features(network, real, context.device)
     generated_features = inception_features(network, generated, context.device)
-    fewest = min(len(real_features), len(generated_features))
-    if fewest < 2:
-        raise NotEnoughData(f"FID needs at least 2 frames on each side, got {len(real_features)} real and {len(generated_features)} generated")
-    notes = ()
-    if fewest < FEATURES:
-        note = (f"only {fewest} frames on one side, fewer than the {FEATURES} feature dimensions: the covariance is "
-                f"rank-deficient and FID is biased upwards; compare only with values computed on as many frames")  # fmt: skip
-        notes = (note,)
-    return Score(
-        {"FID": feature_frechet_distance(real_features, generated_features)},
-        counts={"real_frames": len(real_features), "generated_frames": len(generated_features)},
-        notes=notes,
-    )
+    return frechet_score("FID", "frames", real_features, generated_features)
 
 
 FID = Metric("fid", "Fréchet Inception Distance over all frames (image quality)", (WEIGHTS,), compute_fid)

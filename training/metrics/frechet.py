@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .registry import NotEnoughData
+from .registry import NotEnoughData, Score
 
 
 def _psd_sqrt(matrix: Tensor) -> Tensor:
@@ -63,3 +63,18 @@ def feature_frechet_distance(real: Tensor, generated: Tensor) -> float:
     if real.shape[1:] != generated.shape[1:]:
         raise ValueError(f"feature sets of different widths: {tuple(real.shape)} and {tuple(generated.shape)}")
     return _distance(*_mean_and_factor(real), *_mean_and_factor(generated))
+
+
+def frechet_score(name: str, samples: str, real: Tensor, generated: Tensor) -> Score:
+    """FID or FVD as a Score: the distance between the two feature sets (N, D), how many `samples` (frames,
+    windows) each side had, and a warning when there are fewer of them than feature dimensions."""
+    fewest = min(len(real), len(generated))
+    if fewest < 2:
+        raise NotEnoughData(f"{name} needs at least 2 {samples} on each side, got {len(real)} real and {len(generated)} generated: give more or longer videos")
+    notes = ()
+    if fewest < real.shape[1]:
+        notes = (
+            f"only {fewest} {samples} on one side, fewer than the {real.shape[1]} feature dimensions: the covariance is "
+            f"rank-deficient and {name} is biased upwards; compare only with values computed on as many {samples}",
+        )
+    return Score({name: feature_frechet_distance(real, generated)}, counts={f"real_{samples}": len(real), f"generated_{samples}": len(generated)}, notes=notes)

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .frechet import feature_frechet_distance
-from .registry import Metric, MetricContext, NotEnoughData, Score, WeightFile, WeightsError
+from .frechet import frechet_score
+from .registry import Metric, MetricContext, Score, WeightFile, WeightsError
 from .videos import Video
 
 WEIGHTS = WeightFile(
@@ -60,22 +60,7 @@ def compute_fvd(real: Sequence[Video], generated: Sequence[Video], context: Metr
     network = load_i3d(context.weights[WEIGHTS.name], context.device)
     real_features = i3d_features(network, real, context.device)
     generated_features = i3d_features(network, generated, context.device)
-    fewest = min(len(real_features), len(generated_features))
-    if fewest < 2:
-        raise NotEnoughData(
-            f"FVD needs at least 2 windows of {WINDOW} frames on each side, got {len(real_features)} real and "
-            f"{len(generated_features)} generated: give more or longer videos"
-        )
-    notes = ()
-    if fewest < real_features.shape[1]:
-        note = (f"only {fewest} windows on one side, fewer than the {real_features.shape[1]} feature dimensions: "
-                f"FVD is biased upwards; compare only with values computed on as many windows")  # fmt: skip
-        notes = (note,)
-    return Score(
-        {"FVD": feature_frechet_distance(real_features, generated_features)},
-        counts={"real_windows": len(real_features), "generated_windows": len(generated_features)},
-        notes=notes,
-    )
+    return frechet_score("FVD", "windows", real_features, generated_features)
 
 
 FVD = Metric("fvd", f"Fréchet Video Distance over {WINDOW}-frame windows (temporal quality)", (WEIGHTS,), compute_fvd)
